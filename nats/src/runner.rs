@@ -1,0 +1,438 @@
+//! The stage runner: the loop that drives one stage on one durable pull consumer.
+//!
+//! For every message: decode, call the stage, publish its outputs with `Nats-Msg-Id =
+//! <id>:<stage>`, wait for every publish ack, and only then ack the input. Hence at-least-once
+//! between stages, and with deterministic ids exactly-once effects.
+//!
+//! - Transient errors are naked with exponential backoff and jitter (or the error's
+//!   `retry_after`); on the last attempt they are dead-lettered instead.
+//! - Outages (a store or the broker itself unavailable, publishes failing) are not the
+//!   message's fault and cost it no attempt: the runner keeps the message (with progress acks),
+//!   pauses, and tries again until the dependency is back or the stage is stopping. Publishing
+//!   again is safe because every publish carries the same `Nats-Msg-Id`.
+//! - Permanent errors (including undecodable input) are dead-lettered at once: the original
+//!   body goes to `<prefix>.dlq.<stage>.<tenant>` with the reason in headers, a `dead_lettered`
+//!   event goes to track, and the input is terminated.
+//! - A message delivered more often than `max_deliveries` (its earlier attempts crashed or timed
+//!   out) is dead-lettered without being processed, so nothing stays stuck at the server's limit.
+//! - While a message is being worked on, progress acks (`+WPI`) keep the server from
+//!   redelivering it to another replica.
+//! - At most `max_in_flight` messages are in the stage at once; the runner pulls only as many as
+//!   it has room for.
+//! - On cancellation it stops pulling, finishes every message it holds, waits for their publish
+//!   acks, acks them and flushes the connection, so nothing is redelivered after a clean stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::StreamExt;
+use herald_schemas::{Channel, Status, TrackEvent, headers, ids};
+use herald_stage::{Decode, Emit, ErrorKind, Hop, Meta, Stage, StageError};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::{ConsumerRef, Error, Topology};
+
+/// How a stage is driven.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// Most messages asked for in one pull request.
+    pub batch: usize,
+    /// Most messages one stage process works on at once.
+    pub max_in_flight: usize,
+    /// First retry delay after a transient error; doubles each attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// How long one pull request waits for messages before it is renewed.
+    #[serde(with = "humantime_serde")]
+    pub pull_expiry: Duration,
+    /// How long a stopping stage waits for its in-flight messages.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            batch: 256,
+            max_in_flight: 1024,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            pull_expiry: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of one running stage, shared with whoever wants to watch it.
+#[derive(Debug, Default)]
+pub struct StageStats {
+    pub received: AtomicU64,
+    pub acked: AtomicU64,
+    pub published: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl StageStats {
+    fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything a running stage shares between its messages.
+struct Shared<S> {
+    stage: S,
+    cancel: CancellationToken,
+    js: jetstream::Context,
+    topology: Arc<Topology>,
+    config: RunnerConfig,
+    stats: Arc<StageStats>,
+}
+
+/// Runs `stage` on `consumer` until `cancel` fires, then drains.
+pub async fn run<S: Stage>(
+    stage: S,
+    js: jetstream::Context,
+    topology: Arc<Topology>,
+    consumer_ref: ConsumerRef,
+    config: RunnerConfig,
+    stats: Arc<StageStats>,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let what = || format!("consumer {}/{}", consumer_ref.stream, consumer_ref.durable);
+    let stream = js.get_stream(&consumer_ref.stream).await.map_err(|e| Error::NotProvisioned { what: what(), detail: e.to_string() })?;
+    let consumer: PullConsumer =
+        stream.get_consumer(&consumer_ref.durable).await.map_err(|e| Error::NotProvisioned { what: what(), detail: e.to_string() })?;
+    let shared = Arc::new(Shared { stage, cancel: cancel.clone(), js: js.clone(), topology, config: config.clone(), stats });
+    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut tasks = JoinSet::new();
+    info!(stage = S::NAME, consumer = %consumer_ref.durable, "Stage started.");
+
+    let mut pull_failures = 0u32;
+    'pull: while !cancel.is_cancelled() {
+        // Wait for room for at least one message, then take all the room there is (up to a batch).
+        let first = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            () = cancel.cancelled() => break,
+        };
+        let mut room = vec![first];
+        while room.len() < config.batch {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => room.push(p),
+                Err(_) => break,
+            }
+        }
+        let request = consumer.batch().max_messages(room.len()).expires(config.pull_expiry).messages();
+        let mut batch = match request.await {
+            Ok(batch) => {
+                pull_failures = 0;
+                batch
+            }
+            Err(error) => {
+                pull_failures += 1;
+                warn!(%error, stage = S::NAME, "Pull request failed; retrying.");
+                let pause = backoff(Duration::from_millis(100), Duration::from_secs(5), pull_failures);
+                tokio::select! { () = tokio::time::sleep(pause) => continue 'pull, () = cancel.cancelled() => break 'pull }
+            }
+        };
+        // Every message of a pull request is ours once it arrives, so the batch is always read to
+        // its end (at most `pull_expiry`), even when stopping: what we hold we finish.
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => {
+                    let Some(permit) = room.pop() else {
+                        error!(stage = S::NAME, "Received more messages than requested; it will be redelivered.");
+                        break;
+                    };
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        handle(&shared, message).await;
+                        drop(permit);
+                    });
+                }
+                Err(error) => {
+                    debug!(%error, stage = S::NAME, "Pull request ended early.");
+                    break;
+                }
+            }
+        }
+        drop(room);
+        while tasks.try_join_next().is_some() {}
+    }
+
+    info!(stage = S::NAME, in_flight = tasks.len(), "Stage stopping: finishing in-flight messages.");
+    let drained = tokio::time::timeout(config.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(stage = S::NAME, left = tasks.len(), "Shutdown grace ran out; unfinished messages will be redelivered.");
+        tasks.abort_all();
+    }
+    // Acks are buffered publishes: flush them before the connection goes away.
+    if let Err(error) = js.client().flush().await {
+        warn!(%error, stage = S::NAME, "Could not flush acks; some messages may be redelivered.");
+    }
+    info!(stage = S::NAME, "Stage stopped.");
+    Ok(())
+}
+
+/// Processes one message to its end: acked, naked or terminated.
+async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
+    StageStats::bump(&shared.stats.received, 1);
+    let Ok(info) = message.info() else {
+        warn!(stage = S::NAME, subject = %message.subject, "Message without JetStream metadata; ignoring it.");
+        return;
+    };
+    let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+    let sequence = info.stream_sequence;
+    let stored_at = jiff::Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).unwrap_or_else(|_| jiff::Timestamp::now());
+    let tenant = shared.topology.tenant_of(&message.subject).unwrap_or("unknown").to_owned();
+    let meta = Meta {
+        tenant,
+        sequence,
+        attempt,
+        max_attempts: shared.topology.config.max_deliveries,
+        stored_at,
+        received_at: jiff::Timestamp::now(),
+    };
+    let span = info_span!("message", stage = S::NAME, subject = %message.subject, sequence, attempt);
+    async {
+        if attempt > meta.max_attempts {
+            let error = StageError::permanent(
+                "max_deliveries_exceeded",
+                format!("delivered {attempt} times without being acknowledged (limit {})", meta.max_attempts),
+            );
+            return dead_letter(shared, &message, &meta, &error).await;
+        }
+        let mut outages = 0;
+        let result = loop {
+            let result = match S::Input::decode(&message.payload) {
+                Ok(input) => process_with_progress(shared, &message, input, &meta).await,
+                Err(error) => Err(StageError::from(error)),
+            };
+            match result {
+                Err(error) if error.kind == ErrorKind::Outage => {
+                    outages += 1;
+                    warn!(reason = %error.reason, detail = %error.detail, "A dependency is down; holding the message.");
+                    if !pause(shared, &message, outages).await {
+                        return;
+                    }
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(outcome) => {
+                if publish_until_done(shared, &message, outcome.emits).await {
+                    ack(&message, AckKind::Ack).await;
+                    StageStats::bump(&shared.stats.acked, 1);
+                }
+            }
+            Err(error) if error.is_transient() => retry_or_dead_letter(shared, &message, &meta, error).await,
+            Err(error) => dead_letter(shared, &message, &meta, &error).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the stage, sending progress acks while it works so the server does not redeliver.
+async fn process_with_progress<S: Stage>(
+    shared: &Shared<S>,
+    message: &jetstream::Message,
+    input: S::Input,
+    meta: &Meta,
+) -> Result<herald_stage::Outcome, StageError> {
+    let work = shared.stage.process(input, meta);
+    tokio::pin!(work);
+    let period = (shared.topology.config.ack_wait / 3).max(Duration::from_millis(100));
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = progress.tick() => ack(message, AckKind::Progress).await,
+        }
+    }
+}
+
+/// Publishes every output, then waits for all their acks.
+async fn publish_all<S: Stage>(shared: &Shared<S>, emits: Vec<Emit>) -> Result<(), StageError> {
+    let count = emits.len() as u64;
+    let mut pending = Vec::with_capacity(emits.len());
+    for emit in emits {
+        let subject = shared.topology.hop_subject(emit.hop, &emit.tenant, emit.suffix.as_deref());
+        let publish = PublishMessage::build().payload(emit.payload.into()).message_id(format!("{}:{}", emit.key, S::NAME));
+        let ack = shared.js.send_publish(subject.clone(), publish).await.map_err(|e| publish_error(&subject, e))?;
+        pending.push((subject, ack));
+    }
+    for (subject, ack) in pending {
+        ack.await.map_err(|e| publish_error(&subject, e))?;
+    }
+    StageStats::bump(&shared.stats.published, count);
+    Ok(())
+}
+
+/// Publishes until every publish is acked, holding the message through broker outages. Returns
+/// false when the stage is stopping first (the message is then left to be redelivered).
+async fn publish_until_done<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, emits: Vec<Emit>) -> bool {
+    let mut failures = 0;
+    loop {
+        match publish_all(shared, emits.clone()).await {
+            Ok(()) => return true,
+            Err(error) => {
+                failures += 1;
+                warn!(detail = %error.detail, failures, "Publishing failed; holding the message and trying again.");
+                if !pause(shared, message, failures).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Waits before another try at an outage, keeping the message ours with a progress ack.
+/// Returns false when the stage is stopping instead.
+async fn pause<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, failures: u32) -> bool {
+    let longest = (shared.topology.config.ack_wait / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let delay = backoff(Duration::from_millis(100), longest, failures);
+    ack(message, AckKind::Progress).await;
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shared.cancel.cancelled() => false,
+    }
+}
+
+fn publish_error(subject: &str, error: impl std::fmt::Display) -> StageError {
+    StageError::transient("publish_failed", format!("publishing to {subject} failed: {error}"))
+}
+
+async fn retry_or_dead_letter<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, error: StageError) {
+    if meta.is_last_attempt() {
+        return dead_letter(shared, message, meta, &error).await;
+    }
+    let delay = error.retry_after.unwrap_or_else(|| backoff(shared.config.backoff_initial, shared.config.backoff_max, meta.attempt));
+    warn!(reason = %error.reason, detail = %error.detail, delay = ?delay, "Transient failure; will retry.");
+    let event = event_about(S::NAME, message, meta, Status::Retrying, &error);
+    // The retry happens whether or not its event could be published.
+    if let Err(e) = publish_all(shared, vec![event]).await {
+        warn!(error = %e, "Could not report the retry.");
+    }
+    StageStats::bump(&shared.stats.retried, 1);
+    ack(message, AckKind::Nak(Some(delay))).await;
+}
+
+/// Moves a message to the dead-letter stream with an event, then terminates it. While the
+/// dead-letter stream cannot be reached, the message is held and dead-lettering tried again.
+async fn dead_letter<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, error: &StageError) {
+    error!(reason = %error.reason, detail = %error.detail, "Dead-lettering the message.");
+    let mut headers = HeaderMap::new();
+    let info_stream = message.info().map(|i| i.stream.to_owned()).unwrap_or_default();
+    headers.insert(headers::MSG_ID, format!("{info_stream}:{}:dlq", meta.sequence).as_str());
+    headers.insert(headers::DLQ_STAGE, S::NAME);
+    headers.insert(headers::DLQ_SUBJECT, message.subject.as_str());
+    headers.insert(headers::DLQ_SEQUENCE, meta.sequence.to_string().as_str());
+    headers.insert(headers::DLQ_DELIVERED, meta.attempt.to_string().as_str());
+    headers.insert(headers::DLQ_REASON, error.reason.as_str());
+    headers.insert(headers::DLQ_DETAIL, error.detail.replace(['\r', '\n'], " ").as_str());
+    let subject = shared.topology.dlq_subject(S::NAME, &meta.tenant);
+    let mut failures = 0;
+    loop {
+        let stored = async {
+            let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers.clone());
+            let ack = shared.js.send_publish(subject.clone(), publish).await.map_err(|e| publish_error(&subject, e))?;
+            ack.await.map_err(|e| publish_error(&subject, e))?;
+            publish_all(shared, vec![event_about(S::NAME, message, meta, Status::DeadLettered, error)]).await
+        };
+        match stored.await {
+            Ok(()) => break,
+            Err(e) => {
+                failures += 1;
+                warn!(error = %e, "Could not dead-letter the message yet; holding it and trying again.");
+                if !pause(shared, message, failures).await {
+                    return;
+                }
+            }
+        }
+    }
+    StageStats::bump(&shared.stats.dead_lettered, 1);
+    ack(message, AckKind::Term).await;
+}
+
+/// The event for a message the runner (not the stage) reports on. The runner does not know the
+/// stage's input type, so it reads the ids any Herald envelope carries, when there are any.
+fn event_about(stage: &str, message: &jetstream::Message, meta: &Meta, status: Status, error: &StageError) -> Emit {
+    #[derive(Deserialize, Default)]
+    struct Ids {
+        notification_id: Option<Uuid>,
+        delivery_id: Option<Uuid>,
+        user_id: Option<String>,
+        channel: Option<Channel>,
+    }
+    let found: Ids = serde_json::from_slice(&message.payload).unwrap_or_default();
+    let subject = found.delivery_id.or(found.notification_id).unwrap_or_else(|| ids::rejection_id(&meta.tenant, meta.sequence));
+    let attempt = if status == Status::Retrying { meta.attempt } else { 0 };
+    let event = TrackEvent {
+        v: herald_schemas::WIRE_VERSION,
+        event_id: ids::event_id(subject, stage, status, attempt),
+        notification_id: found.notification_id,
+        delivery_id: found.delivery_id,
+        tenant: meta.tenant.clone(),
+        user_id: found.user_id,
+        channel: found.channel,
+        status,
+        reason: Some(error.reason.clone()),
+        detail: Some(error.detail.clone()),
+        stage: stage.to_owned(),
+        attempt: meta.attempt,
+        at: jiff::Timestamp::now(),
+    };
+    Emit {
+        hop: Hop::Track,
+        tenant: meta.tenant.clone(),
+        suffix: None,
+        key: event.event_id,
+        payload: serde_json::to_vec(&event).unwrap_or_default(),
+    }
+}
+
+async fn ack(message: &jetstream::Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        warn!(%error, ?kind, "Could not acknowledge the message; it will be redelivered.");
+    }
+}
+
+/// Exponential backoff with jitter: `initial * 2^(attempt-1)`, capped, then scaled by a random
+/// factor in [0.5, 1.0) so that retries of a burst of failures spread out.
+pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let base = initial.saturating_mul(1u32 << exponent).min(max);
+    base.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let initial = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        for attempt in 1..20 {
+            let d = backoff(initial, max, attempt);
+            let ceiling = initial.saturating_mul(1 << (attempt - 1).min(30)).min(max);
+            assert!(d < ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
+        }
+    }
+}

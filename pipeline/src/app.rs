@@ -1,0 +1,236 @@
+//! Wiring: connecting to NATS (or starting the embedded server), and running stages on the
+//! runner with their ports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use herald_dedupe::Dedupe;
+use herald_deliver::{Deliver, LogSink};
+use herald_enrich::Enrich;
+use herald_ingest::Ingest;
+use herald_nats::server::{NatsServer, ServerOptions};
+use herald_nats::{Nats, StageStats, Topology};
+use herald_render::{Render, TemplateSet};
+use herald_schemas::Channel;
+use herald_stage::Stage;
+use herald_throttle::Throttle;
+use herald_track::Track;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::directory::FileDirectory;
+
+/// The built-in sample templates.
+pub const SAMPLE_TEMPLATES: &str = include_str!("../../config/templates.toml");
+
+/// A stage, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum StageKind {
+    Ingest,
+    Enrich,
+    Render,
+    Dedupe,
+    Throttle,
+    Deliver,
+    Track,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 7] = [
+        StageKind::Ingest,
+        StageKind::Enrich,
+        StageKind::Render,
+        StageKind::Dedupe,
+        StageKind::Throttle,
+        StageKind::Deliver,
+        StageKind::Track,
+    ];
+}
+
+/// A connection, and the server `herald` started when there was none.
+#[derive(Debug)]
+pub struct Connection {
+    pub nats: Nats,
+    /// Held so the embedded server lives exactly as long as the connection.
+    _embedded: Option<NatsServer>,
+}
+
+/// Connects to the configured NATS. With `embedded_allowed` and no URL configured, starts the
+/// installed nats-server when nothing answers at the default address.
+pub async fn connect(config: &Config, embedded_allowed: bool) -> anyhow::Result<Connection> {
+    let (url, explicit) = config.nats_url();
+    let topology = Topology::new(config.topology.clone())?;
+    let mut embedded = None;
+    if !explicit && embedded_allowed && !Nats::reachable(&url).await {
+        let store_dir = config.nats.embedded_store.clone();
+        eprintln!("No NATS server at {url}; starting nats-server there with its store in {}.", store_dir.display());
+        let server =
+            NatsServer::start(ServerOptions { store_dir, port: Some(config.nats.embedded_port), name: None, cluster: None }).await?;
+        embedded = Some(server);
+    }
+    let nats = Nats::connect(&url, "herald", topology).await?;
+    nats.wait_for_jetstream(std::time::Duration::from_secs(10)).await?;
+    Ok(Connection { nats, _embedded: embedded })
+}
+
+/// What the stages read besides NATS.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub directory: FileDirectory,
+    pub templates: TemplateSet,
+}
+
+impl Resources {
+    /// Loads the directory and templates the config names (or the samples).
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let directory = FileDirectory::load(config.directory.path.as_deref())?;
+        let text = match &config.templates.path {
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read templates file {}", path.display()))?,
+            None => SAMPLE_TEMPLATES.to_owned(),
+        };
+        let templates: TemplateSet = toml::from_str(&text).context("the templates file is invalid")?;
+        Ok(Resources { directory, templates })
+    }
+}
+
+/// Counters of every running stage, by consumer name.
+pub type Stats = BTreeMap<String, Arc<StageStats>>;
+
+/// Running stages.
+#[derive(Debug)]
+pub struct Running {
+    tasks: JoinSet<(String, Result<(), herald_nats::Error>)>,
+    pub stats: Stats,
+}
+
+impl Running {
+    /// Waits until every stage has stopped; the first stage error is returned (after the
+    /// others were cancelled and drained).
+    pub async fn wait(mut self, cancel: &CancellationToken) -> anyhow::Result<Stats> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(error))) => {
+                    warn!(%error, stage = %name, "Stage failed; stopping the others.");
+                    cancel.cancel();
+                    first_error.get_or_insert(anyhow::anyhow!("stage {name}: {error}"));
+                }
+                Err(error) => {
+                    cancel.cancel();
+                    first_error.get_or_insert(anyhow::anyhow!("a stage task panicked: {error}"));
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(self.stats),
+        }
+    }
+}
+
+/// Starts the chosen stages. `channels` narrows deliver to some channels (default: every
+/// enabled channel).
+pub async fn start(
+    nats: &Nats,
+    config: &Config,
+    resources: Resources,
+    which: &[StageKind],
+    channels: Option<&[Channel]>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Running> {
+    let mut running = Running { tasks: JoinSet::new(), stats: Stats::new() };
+    let topology = nats.topology().clone();
+    for kind in which {
+        match kind {
+            StageKind::Ingest => {
+                let kv = nats.kv(&topology.idempotency_bucket()).await?;
+                spawn(&mut running, nats, config, Ingest::new(kv), None, cancel);
+            }
+            StageKind::Enrich => {
+                let enrich = Enrich::new(resources.directory.clone(), config.enrich.clone());
+                spawn(&mut running, nats, config, enrich, None, cancel);
+            }
+            StageKind::Render => {
+                let render = Render::new(resources.templates.clone(), config.render.clone())?;
+                spawn(&mut running, nats, config, render, None, cancel);
+            }
+            StageKind::Dedupe => {
+                let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                spawn(&mut running, nats, config, Dedupe::new(kv), None, cancel);
+            }
+            StageKind::Throttle => spawn(&mut running, nats, config, Throttle, None, cancel),
+            StageKind::Deliver => {
+                let wanted = channels.unwrap_or(&config.enrich.enabled_channels);
+                for &channel in wanted {
+                    let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                    match channel {
+                        Channel::Log => {
+                            std::fs::create_dir_all(&config.deliver.log_dir).with_context(|| {
+                                format!("cannot create the log channel's directory {}", config.deliver.log_dir.display())
+                            })?;
+                            let deliver = Deliver::new(channel, LogSink::new(&config.deliver.log_dir), kv);
+                            spawn(&mut running, nats, config, deliver, Some(channel), cancel);
+                        }
+                        other => bail!("channel `{other}` has no provider in this version; remove it from enrich.enabled_channels"),
+                    }
+                }
+            }
+            StageKind::Track => spawn(&mut running, nats, config, Track, None, cancel),
+        }
+    }
+    Ok(running)
+}
+
+fn spawn<S: Stage>(running: &mut Running, nats: &Nats, config: &Config, stage: S, channel: Option<Channel>, cancel: &CancellationToken) {
+    let Some(consumer) = nats.topology().consumer(S::NAME, channel) else {
+        return;
+    };
+    let stats = Arc::new(StageStats::default());
+    running.stats.insert(consumer.durable.clone(), stats.clone());
+    let nats = nats.clone();
+    let runner = config.runner.clone();
+    let cancel = cancel.clone();
+    let name = consumer.durable.clone();
+    running.tasks.spawn(async move { (name, nats.run_stage(stage, consumer, runner, stats, cancel).await) });
+}
+
+/// Cancels `cancel` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops gracefully.");
+                let _ = tokio::signal::ctrl_c().await;
+                cancel.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("Interrupted; draining."),
+            _ = term.recv() => info!("Terminated; draining."),
+        }
+        cancel.cancel();
+    });
+}
+
+/// Waits until no consumer has pending or unacknowledged messages, checking every 100 ms;
+/// gives up after `patience`. Returns whether the pipeline went idle.
+pub async fn wait_idle(nats: &Nats, patience: std::time::Duration) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let busy: u64 = nats.status().await?.iter().map(|c| c.pending + c.ack_pending).sum();
+        if busy == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,121 @@
+//! `herald demo`: the whole pipeline end to end on the embedded defaults, with visible results.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, Resources, StageKind};
+use crate::config::Config;
+
+/// The sample requests the demo cycles through: most are fine, a few show what happens to a
+/// malformed request, an unknown user and a channel the deployment does not deliver.
+fn sample(i: usize) -> serde_json::Value {
+    let users = ["alice", "bob", "carol", "dave"];
+    match i % 50 {
+        17 => serde_json::json!({ "template": "welcome" }),
+        33 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "mallory" }] }),
+        41 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "bob" }], "channels": ["log", "sms"] }),
+        n if n % 3 == 0 => serde_json::json!({
+            "template": "order_shipped",
+            "recipients": [{ "user_id": users[i % 4] }],
+            "data": { "order_id": format!("A-{i:05}"), "items": 1 + i % 3, "eta": "Thursday" },
+            "category": "orders",
+        }),
+        n if n % 3 == 1 => serde_json::json!({
+            "template": "security_alert",
+            "recipients": [{ "user_id": users[i % 4] }],
+            "data": { "device": "Firefox on Linux", "at": "09:41" },
+            "priority": "critical",
+        }),
+        _ => serde_json::json!({
+            "template": "welcome",
+            "recipients": [{ "user_id": users[i % 4] }, { "user_id": users[(i + 1) % 4] }],
+            "data": { "plan": "team" },
+        }),
+    }
+}
+
+pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
+    let connection = app::connect(config, true).await?;
+    let nats = &connection.nats;
+    let report = nats.provision().await?;
+    let created = report.changes.iter().filter(|c| matches!(c.action, herald_nats::Action::Created)).count();
+    println!("Topology provisioned ({created} objects created, {} already in place).", report.changes.len() - created);
+
+    let cancel = CancellationToken::new();
+    app::cancel_on_signals(cancel.clone());
+    let running = app::start(nats, config, Resources::load(config)?, &StageKind::ALL, None, &cancel).await?;
+    println!("All {} stage consumers running in this process.", running.stats.len());
+
+    // Follow the tracking stream from now on, so earlier runs' events are not counted.
+    let mut events = Box::pin(nats.tail_events("acme", "*", false).await?);
+    let bar = ProgressBar::new(count as u64).with_style(
+        ProgressStyle::with_template("Publishing {bar:40} {pos}/{len} requests ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let bodies = (0..count).map(|i| Bytes::from(sample(i).to_string()));
+    nats.publish_requests("acme", bodies, 256, || bar.inc(1)).await?;
+    bar.finish();
+
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} Processing: {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut quiet = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+            Ok(Some(event)) => {
+                let event = event?;
+                *counts.entry(event.status.to_string()).or_default() += 1;
+                if let Some(reason) = event.reason.filter(|_| event.status != herald_schemas::Status::Sent) {
+                    *reasons.entry(format!("{} / {reason}", event.status)).or_default() += 1;
+                }
+                quiet = 0;
+                spinner.set_message(format!("{} events", counts.values().sum::<u64>()));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                quiet += 1;
+                if quiet >= 2 && app::wait_idle(nats, Duration::ZERO).await? {
+                    break;
+                }
+                if quiet > 120 {
+                    anyhow::bail!("the pipeline did not finish within a minute; see `herald status`");
+                }
+            }
+        }
+    }
+    spinner.finish_and_clear();
+    cancel.cancel();
+    running.wait(&cancel).await?;
+    nats.flush().await?;
+
+    println!("\nWhat the tracking stream reported for the {count} requests:");
+    for (status, n) in &counts {
+        println!("  {status:<14} {n:>6}");
+    }
+    if !reasons.is_empty() {
+        println!("\nReasons given for everything not sent:");
+        for (reason, n) in &reasons {
+            println!("  {reason:<40} {n:>6}");
+        }
+    }
+    let dir = &config.deliver.log_dir;
+    let records = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+        .unwrap_or(0);
+    println!("\nThe log channel holds {records} delivery records in {} (one file per delivery).", dir.display());
+    if let Some(example) =
+        std::fs::read_dir(dir).ok().and_then(|mut d| d.find_map(|e| e.ok().filter(|e| e.path().extension().is_some_and(|x| x == "json"))))
+    {
+        println!("For example {}:\n  {}", example.path().display(), std::fs::read_to_string(example.path())?.trim());
+    }
+    println!("\nNext: `herald up` keeps the pipeline running; `herald send --to alice --template welcome` sends one;");
+    println!("      `herald events tail --from-start` follows the tracking stream; `herald status` shows queue depths.");
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The tracking event: every state change of every notification, on `herald.events.<tenant>.<status>`.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Channel, Timestamp};
+
+/// One state change. Analysts consume these; operators trace a notification by them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "TrackEvent", extend("$id" = "urn:herald:schema:v1:track-event"))]
+pub struct TrackEvent {
+    /// Wire version.
+    #[serde(default = "crate::wire_version")]
+    pub v: u32,
+    /// Deterministic (see `ids::event_id`): the same state change reported twice has one id.
+    pub event_id: Uuid,
+    /// Absent only for a request rejected before it could be given an id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<Uuid>,
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    pub status: Status,
+    /// Machine-readable reason for drops, failures and retries, e.g. `invalid_json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The stage that reported the change.
+    pub stage: String,
+    /// Which delivery attempt of the stage's input this was (1 for the first).
+    pub attempt: u32,
+    /// When the change happened.
+    pub at: Timestamp,
+}
+
+/// Lifecycle states. Terminal states of a delivery: `sent`, `failed`, `dead_lettered`,
+/// `skipped`, `opted_out`, `deduplicated`, `expired`; of a request: `rejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Ingest accepted the request and gave it an id.
+    Accepted,
+    /// Ingest refused the request; `reason` says why. Not retried.
+    Rejected,
+    /// The request is a repeat of an earlier one (same idempotency key) or the delivery was
+    /// already claimed (replay, redelivery).
+    Deduplicated,
+    /// A recipient could not be reached on a channel (no address, channel disabled).
+    Skipped,
+    /// The recipient opted out of the channel or category.
+    OptedOut,
+    /// A delivery passed its `expires_at` before it could be sent.
+    Expired,
+    /// A delivery was held back by a frequency cap.
+    Throttled,
+    /// The provider accepted the delivery.
+    Sent,
+    /// A transient failure; the stage will try again (`attempt` counts).
+    Retrying,
+    /// A permanent failure for this delivery (unknown recipient, invalid token …).
+    Failed,
+    /// The message could not be processed after its retries and sits in the dead-letter stream.
+    DeadLettered,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+            Status::Deduplicated => "deduplicated",
+            Status::Skipped => "skipped",
+            Status::OptedOut => "opted_out",
+            Status::Expired => "expired",
+            Status::Throttled => "throttled",
+            Status::Sent => "sent",
+            Status::Retrying => "retrying",
+            Status::Failed => "failed",
+            Status::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,38 @@
+//! Herald's wire types, version 1.
+//!
+//! Every message that crosses a NATS subject is one of the types here, serialized as JSON. The
+//! JSON Schema files under `schemas/json/` are generated from these types (`make schemas`) and
+//! committed; a test fails when they are stale, so the published contract and the code cannot
+//! drift apart.
+//!
+//! This crate does no I/O. It holds the types, their validation rules, the deterministic id
+//! derivations every stage relies on for idempotency, and the header names of the wire protocol.
+
+pub mod channel;
+pub mod delivery;
+pub mod event;
+pub mod headers;
+pub mod ids;
+pub mod notification;
+pub mod request;
+mod schema;
+
+pub use channel::Channel;
+pub use delivery::{Content, Delivery};
+pub use event::{Status, TrackEvent};
+pub use notification::Notification;
+pub use request::{NotificationRequest, Priority, Recipient, ValidationError};
+pub use schema::{SchemaFile, schema_files};
+
+/// The version of the wire format these types describe. Every envelope carries it as `v`.
+pub const WIRE_VERSION: u32 = 1;
+
+/// A point in time on the wire: RFC 3339 in UTC.
+pub type Timestamp = jiff::Timestamp;
+
+/// Free-form JSON object used for template data and producer metadata.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+fn wire_version() -> u32 {
+    WIRE_VERSION
+}

@@ -1,0 +1,254 @@
+//! The producer's notification request: what a service publishes on `herald.requests.<tenant>`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Channel, JsonObject, Timestamp};
+
+/// Limits a request must respect. Ingest rejects a request outside them with a reason.
+pub mod limits {
+    /// Largest accepted request body, in bytes. Large attachments go by object-store reference.
+    pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+    /// Most recipients one request may name; groups and topics fan out beyond this.
+    pub const MAX_RECIPIENTS: usize = 1_000;
+    /// Longest template id, idempotency key or category.
+    pub const MAX_NAME_LEN: usize = 128;
+}
+
+/// "Notify these recipients about this": the public request, version 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "NotificationRequest", extend("$id" = "urn:herald:schema:v1:notification-request"))]
+pub struct NotificationRequest {
+    /// Wire version; `1` when absent.
+    #[serde(default = "crate::wire_version")]
+    pub v: u32,
+    /// Template id to render for each recipient.
+    pub template: String,
+    /// Values the template may use.
+    #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
+    pub data: JsonObject,
+    /// Who to notify: one to `MAX_RECIPIENTS` entries.
+    pub recipients: Vec<Recipient>,
+    /// Channels to use. When absent, the deployment's default channels are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<Channel>>,
+    /// Category for per-category preferences and caps, e.g. `billing` or `marketing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Urgency; `critical` bypasses caps and quiet hours.
+    #[serde(default)]
+    pub priority: Priority,
+    /// The producer's key: a second request with the same key (per tenant) is a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Deliver no earlier than this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<Timestamp>,
+    /// Do not deliver after this instant (RFC 3339); later deliveries end as `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Producer's own values, carried through to every tracking event's notification.
+    #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
+    pub metadata: JsonObject,
+}
+
+/// One addressee of a request. Exactly one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// A user in the tenant's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// A group of users in the directory, fanned out to its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// An e-mail address of someone with no account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// A phone number (E.164) of someone with no account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// A webhook URL with no account behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+impl Recipient {
+    /// A recipient that is a user of the directory.
+    pub fn user(id: impl Into<String>) -> Self {
+        Recipient { user_id: Some(id.into()), ..Recipient::default() }
+    }
+
+    /// A stable textual key for the recipient, used in delivery ids: `user:alice`, `email:a@b.c`.
+    pub fn key(&self) -> String {
+        let fields =
+            [("user", &self.user_id), ("group", &self.group), ("email", &self.email), ("phone", &self.phone), ("webhook", &self.webhook)];
+        fields.iter().find_map(|(kind, value)| value.as_ref().map(|v| format!("{kind}:{v}"))).unwrap_or_default()
+    }
+
+    fn set_fields(&self) -> usize {
+        [&self.user_id, &self.group, &self.email, &self.phone, &self.webhook].iter().filter(|f| f.is_some()).count()
+    }
+}
+
+/// How urgent a notification is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    /// Bypasses frequency caps and quiet hours.
+    Critical,
+}
+
+/// Why a request was rejected. The `code` is the `reason` of the `rejected` event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ValidationError {
+    /// Machine-readable reason, e.g. `invalid_json` or `no_recipients`.
+    pub code: &'static str,
+    /// What is wrong and how to fix it.
+    pub detail: String,
+}
+
+impl ValidationError {
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        ValidationError { code, detail: detail.into() }
+    }
+}
+
+impl NotificationRequest {
+    /// Parses and validates a request body. The error says which field is wrong and why.
+    pub fn parse(body: &[u8]) -> Result<Self, ValidationError> {
+        if body.len() > limits::MAX_REQUEST_BYTES {
+            return Err(ValidationError::new(
+                "too_large",
+                format!(
+                    "the request is {} bytes, over the {} byte limit; send large attachments by object-store reference",
+                    body.len(),
+                    limits::MAX_REQUEST_BYTES
+                ),
+            ));
+        }
+        let request: NotificationRequest = serde_json::from_slice(body)
+            .map_err(|e| ValidationError::new("invalid_json", format!("the request is not a valid v1 notification request: {e}")))?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.v != crate::WIRE_VERSION {
+            return Err(ValidationError::new(
+                "unsupported_version",
+                format!("wire version {} is not supported; this server speaks version {}", self.v, crate::WIRE_VERSION),
+            ));
+        }
+        check_name("template", &self.template)?;
+        if let Some(category) = &self.category {
+            check_name("category", category)?;
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_name("idempotency_key", key)?;
+        }
+        if self.recipients.is_empty() {
+            return Err(ValidationError::new("no_recipients", "`recipients` is empty; name at least one recipient"));
+        }
+        if self.recipients.len() > limits::MAX_RECIPIENTS {
+            return Err(ValidationError::new(
+                "too_many_recipients",
+                format!(
+                    "{} recipients is over the limit of {}; use a group for larger audiences",
+                    self.recipients.len(),
+                    limits::MAX_RECIPIENTS
+                ),
+            ));
+        }
+        for (i, recipient) in self.recipients.iter().enumerate() {
+            if recipient.set_fields() != 1 {
+                return Err(ValidationError::new(
+                    "invalid_recipient",
+                    format!("recipients[{i}] must set exactly one of user_id, group, email, phone, webhook"),
+                ));
+            }
+            if recipient.key().split_once(':').is_some_and(|(_, v)| v.trim().is_empty()) {
+                return Err(ValidationError::new("invalid_recipient", format!("recipients[{i}] is empty")));
+            }
+        }
+        if let Some(channels) = &self.channels
+            && channels.is_empty()
+        {
+            return Err(ValidationError::new("no_channels", "`channels` is empty; omit it to use the default channels"));
+        }
+        if let (Some(send_at), Some(expires_at)) = (self.send_at, self.expires_at)
+            && expires_at <= send_at
+        {
+            return Err(ValidationError::new("expires_before_send", "`expires_at` must be later than `send_at`"));
+        }
+        Ok(())
+    }
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new("invalid_field", format!("`{field}` is empty")));
+    }
+    if value.len() > limits::MAX_NAME_LEN {
+        return Err(ValidationError::new(
+            "invalid_field",
+            format!("`{field}` is {} bytes, over the {} byte limit", value.len(), limits::MAX_NAME_LEN),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One table of cases: the body, and the rejection code expected (None = accepted).
+    fn check(body: &str, expected: Option<&str>) {
+        let got = NotificationRequest::parse(body.as_bytes()).err().map(|e| e.code);
+        assert_eq!(got, expected, "for body {body}");
+    }
+
+    #[test]
+    fn validation_table() {
+        check(r#"{"template":"welcome","recipients":[{"user_id":"alice"}]}"#, None);
+        check(
+            r#"{"template":"welcome","recipients":[{"user_id":"a"},{"email":"b@example.com"}],"channels":["email","log"],
+               "priority":"critical","idempotency_key":"k1","data":{"n":1},"metadata":{"trace":"x"},
+               "send_at":"2030-01-01T00:00:00Z","expires_at":"2030-01-02T00:00:00Z"}"#,
+            None,
+        );
+        check("not json", Some("invalid_json"));
+        check(r#"{"recipients":[{"user_id":"a"}]}"#, Some("invalid_json"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"colour":"red"}"#, Some("invalid_json"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"priority":"urgent"}"#, Some("invalid_json"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"channels":["pigeon"]}"#, Some("invalid_json"));
+        check(r#"{"template":"t","recipients":[]}"#, Some("no_recipients"));
+        check(r#"{"template":"","recipients":[{"user_id":"a"}]}"#, Some("invalid_field"));
+        check(r#"{"template":"t","recipients":[{}]}"#, Some("invalid_recipient"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a","email":"x@y.z"}]}"#, Some("invalid_recipient"));
+        check(r#"{"template":"t","recipients":[{"user_id":" "}]}"#, Some("invalid_recipient"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"channels":[]}"#, Some("no_channels"));
+        check(r#"{"v":2,"template":"t","recipients":[{"user_id":"a"}]}"#, Some("unsupported_version"));
+        check(
+            r#"{"template":"t","recipients":[{"user_id":"a"}],"send_at":"2030-01-02T00:00:00Z","expires_at":"2030-01-01T00:00:00Z"}"#,
+            Some("expires_before_send"),
+        );
+        let many = (0..=limits::MAX_RECIPIENTS).map(|i| format!(r#"{{"user_id":"u{i}"}}"#)).collect::<Vec<_>>().join(",");
+        check(&format!(r#"{{"template":"t","recipients":[{many}]}}"#), Some("too_many_recipients"));
+        let huge = "x".repeat(limits::MAX_REQUEST_BYTES);
+        check(&format!(r#"{{"template":"t","recipients":[{{"user_id":"a"}}],"data":{{"x":"{huge}"}}}}"#), Some("too_large"));
+    }
+
+    #[test]
+    fn rejection_detail_names_the_field() {
+        let err = NotificationRequest::parse(br#"{"template":"t","recipients":[{"user_id":"a"}],"colour":"red"}"#).unwrap_err();
+        assert!(err.detail.contains("colour"), "{}", err.detail);
+    }
+}

@@ -1,0 +1,85 @@
+//! Building tracking events.
+
+use herald_schemas::{Channel, Delivery, Notification, Status, TrackEvent, ids};
+use uuid::Uuid;
+
+use crate::Meta;
+
+/// Builds a [`TrackEvent`] about a notification or a delivery, with a deterministic id.
+#[derive(Debug, Clone)]
+pub struct EventBuilder {
+    event: TrackEvent,
+}
+
+impl EventBuilder {
+    /// An event about a notification as a whole.
+    pub fn notification(stage: &str, meta: &Meta, notification: &Notification, status: Status) -> Self {
+        Self::base(stage, meta, &notification.tenant, Some(notification.notification_id), status)
+    }
+
+    /// An event about a request that has no notification id yet (it was rejected).
+    pub fn request(stage: &str, meta: &Meta, status: Status) -> Self {
+        let mut builder = Self::base(stage, meta, &meta.tenant, None, status);
+        builder.event.event_id = ids::rejection_id(&meta.tenant, meta.sequence);
+        builder
+    }
+
+    /// An event about one delivery.
+    pub fn delivery(stage: &str, meta: &Meta, delivery: &Delivery, status: Status) -> Self {
+        let mut builder = Self::base(stage, meta, &delivery.tenant, Some(delivery.notification_id), status);
+        builder.event.delivery_id = Some(delivery.delivery_id);
+        builder.event.user_id = delivery.user_id.clone();
+        builder.event.channel = Some(delivery.channel);
+        builder.event.event_id = id(delivery.delivery_id, stage, status, meta.attempt);
+        builder
+    }
+
+    fn base(stage: &str, meta: &Meta, tenant: &str, notification_id: Option<Uuid>, status: Status) -> Self {
+        let event_id = notification_id.map(|n| id(n, stage, status, meta.attempt)).unwrap_or_default();
+        EventBuilder {
+            event: TrackEvent {
+                v: herald_schemas::WIRE_VERSION,
+                event_id,
+                notification_id,
+                delivery_id: None,
+                tenant: tenant.to_owned(),
+                user_id: None,
+                channel: None,
+                status,
+                reason: None,
+                detail: None,
+                stage: stage.to_owned(),
+                attempt: meta.attempt,
+                at: meta.received_at,
+            },
+        }
+    }
+
+    /// An event about one recipient of a notification that has no delivery (e.g. unknown user).
+    pub fn recipient(mut self, subject_key: &str, user_id: Option<&str>, channel: Option<Channel>) -> Self {
+        if let Some(n) = self.event.notification_id {
+            let subject = Uuid::new_v5(&n, subject_key.as_bytes());
+            self.event.event_id = id(subject, &self.event.stage, self.event.status, self.event.attempt);
+        }
+        self.event.user_id = user_id.map(str::to_owned);
+        self.event.channel = channel;
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        self.event.reason = Some(reason.into());
+        self.event.detail = Some(detail.into());
+        self
+    }
+
+    pub fn build(self) -> TrackEvent {
+        self.event
+    }
+}
+
+/// Retries are one event per attempt; every other state change is one event however often it
+/// is reported, so a redelivered message re-reports with the same id and the stream dedupes it.
+fn id(subject: Uuid, stage: &str, status: Status, attempt: u32) -> Uuid {
+    let attempt = if status == Status::Retrying { attempt } else { 0 };
+    ids::event_id(subject, stage, status, attempt)
+}

@@ -1,0 +1,68 @@
+//! In-memory port implementations for unit tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::{Created, KeyValue, PortError};
+
+/// A [`KeyValue`] in a `HashMap`; `fail` makes every call fail.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryKv {
+    map: Arc<Mutex<HashMap<String, Bytes>>>,
+    failing: Arc<Mutex<bool>>,
+}
+
+impl MemoryKv {
+    pub fn new() -> Self {
+        MemoryKv::default()
+    }
+
+    /// Makes every later call fail (or succeed again), to exercise error paths.
+    pub fn fail(&self, failing: bool) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = failing;
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bytes>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self) -> Result<(), PortError> {
+        if *self.failing.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(PortError { store: "memory kv".into(), detail: "injected failure".into() });
+        }
+        Ok(())
+    }
+}
+
+impl KeyValue for MemoryKv {
+    async fn create(&self, key: &str, value: Bytes) -> Result<Created, PortError> {
+        self.check()?;
+        let mut map = self.lock();
+        if let Some(existing) = map.get(key) {
+            return Ok(Created::Exists(existing.clone()));
+        }
+        map.insert(key.to_owned(), value);
+        Ok(Created::Created)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, PortError> {
+        self.check()?;
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), PortError> {
+        self.check()?;
+        self.lock().insert(key.to_owned(), value);
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The `log` sandbox provider: records each delivery as a file, `<dir>/<delivery_id>.json`.
+//!
+//! It needs no credentials, so a new deployment sees the whole flow work on one machine. Like a
+//! provider that honours idempotency keys, it treats the delivery id as one: the file is created
+//! with `create_new`, so a second send of the same delivery (from any process) finds the file
+//! and reports a duplicate instead of recording twice. I/O errors are retryable: a full or
+//! missing disk is an outage, not a property of the delivery.
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+use herald_schemas::Delivery;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::{Provider, ProviderError, Receipt};
+
+/// Where the sink notes each second send of a delivery it absorbed.
+pub const DUPLICATES_FILE: &str = "duplicates.jsonl";
+
+/// The file sink.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    dir: PathBuf,
+}
+
+/// What one record file holds.
+#[derive(Serialize)]
+struct Record<'a> {
+    delivery_id: String,
+    notification_id: String,
+    tenant: &'a str,
+    user_id: Option<&'a str>,
+    address: &'a str,
+    template: &'a str,
+    parts: Option<&'a std::collections::BTreeMap<String, String>>,
+    delivered_at: jiff::Timestamp,
+    /// The process that sent it, as a provider's request log shows the caller.
+    sender_pid: u32,
+}
+
+impl LogSink {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogSink { dir: dir.into() }
+    }
+
+    fn io_error(&self, error: std::io::Error) -> ProviderError {
+        ProviderError {
+            retryable: true,
+            code: "io_error".into(),
+            detail: format!("cannot write to {}: {error}", self.dir.display()),
+            retry_after: None,
+        }
+    }
+}
+
+impl LogSink {
+    /// Appends the absorbed second send to `duplicates.jsonl`, so how often the idempotency key
+    /// had to do its job stays visible.
+    async fn note_duplicate(&self, record: &[u8]) {
+        let path = self.dir.join(DUPLICATES_FILE);
+        let written = async {
+            let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+            file.write_all(record).await
+        };
+        if let Err(error) = written.await {
+            tracing::warn!(%error, path = %path.display(), "Could not note a duplicate send.");
+        }
+    }
+}
+
+impl Provider for LogSink {
+    fn name(&self) -> &str {
+        "log"
+    }
+
+    async fn send(&self, delivery: &Delivery) -> Result<Receipt, ProviderError> {
+        let id = delivery.delivery_id.to_string();
+        let path = self.dir.join(format!("{id}.json"));
+        let record = Record {
+            delivery_id: id.clone(),
+            notification_id: delivery.notification_id.to_string(),
+            tenant: &delivery.tenant,
+            user_id: delivery.user_id.as_deref(),
+            address: &delivery.address,
+            template: &delivery.template,
+            parts: delivery.content.as_ref().map(|c| &c.parts),
+            delivered_at: jiff::Timestamp::now(),
+            sender_pid: std::process::id(),
+        };
+        let mut body = serde_json::to_vec(&record).map_err(|e| ProviderError {
+            retryable: false,
+            code: "encode_failed".into(),
+            detail: e.to_string(),
+            retry_after: None,
+        })?;
+        body.push(b'\n');
+        // Write to a temporary name, then hard-link into place: the record appears whole or
+        // not at all, and the link fails if the delivery was already recorded. No fsync: the
+        // record must survive our process dying (the page cache does), not the machine.
+        let temp = self.dir.join(format!(".{id}.{}.tmp", std::process::id()));
+        let mut file = tokio::fs::File::create(&temp).await.map_err(|e| self.io_error(e))?;
+        file.write_all(&body).await.map_err(|e| self.io_error(e))?;
+        drop(file);
+        let linked = tokio::fs::hard_link(&temp, &path).await;
+        let _ = tokio::fs::remove_file(&temp).await;
+        match linked {
+            Ok(()) => Ok(Receipt { provider_message_id: format!("log-{id}"), duplicate: false }),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                self.note_duplicate(&body).await;
+                Ok(Receipt { provider_message_id: format!("log-{id}"), duplicate: true })
+            }
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_schemas::{Channel, Priority};
+
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            v: 1,
+            delivery_id: uuid::Uuid::from_u128(7),
+            notification_id: uuid::Uuid::from_u128(1),
+            tenant: "acme".into(),
+            user_id: Some("alice".into()),
+            channel: Channel::Log,
+            address: "user:alice".into(),
+            locale: None,
+            timezone: None,
+            template: "welcome".into(),
+            data: Default::default(),
+            category: None,
+            priority: Priority::Normal,
+            accepted_at: jiff::Timestamp::UNIX_EPOCH,
+            expires_at: None,
+            content: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_once_per_delivery_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::new(dir.path());
+        assert!(!sink.send(&delivery()).await.unwrap().duplicate);
+        assert!(sink.send(&delivery()).await.unwrap().duplicate);
+        let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        files.sort();
+        assert_eq!(
+            files,
+            vec![format!("{}.json", uuid::Uuid::from_u128(7)), DUPLICATES_FILE.to_owned()],
+            "one record, the duplicate noted, no temporaries left"
+        );
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("{}.json", uuid::Uuid::from_u128(7)))).unwrap()).unwrap();
+        assert_eq!(record["user_id"], "alice");
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_sink_is_a_retryable_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let error = LogSink::new(&not_a_dir).send(&delivery()).await.unwrap_err();
+        assert!(error.retryable);
+        assert_eq!(error.code, "io_error");
+    }
+}

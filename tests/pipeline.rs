@@ -1,0 +1,155 @@
+//! The pipeline end to end: the real `herald` binary against a real nats-server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use herald_schemas::Status;
+use herald_tests::{TestEnv, count_statuses, welcome};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_request_yields_a_sent_event_and_one_record_per_recipient() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    let mut up = env.spawn("up", &["up"])?;
+    let request = serde_json::json!({
+        "template": "order_shipped",
+        "recipients": [{ "user_id": "alice" }, { "user_id": "bob" }, { "user_id": "carol" }],
+        "data": { "order_id": "A-1", "items": 2, "eta": "Friday" },
+    });
+    env.publish("acme", request.to_string()).await?;
+    let events = env.wait_for_events("acme", Status::Sent, 3, PATIENCE).await?;
+    up.assert_running()?;
+
+    let counts = count_statuses(&events);
+    assert_eq!(counts.get(&Status::Accepted), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(&Status::Sent), Some(&3), "{counts:?}");
+    let notification = events.iter().find(|e| e.status == Status::Accepted).and_then(|e| e.notification_id);
+    assert!(notification.is_some());
+    assert!(events.iter().all(|e| e.notification_id == notification && e.tenant == "acme"));
+
+    let records = env.records();
+    let mut users: Vec<_> = records.iter().map(|r| r["user_id"].as_str().unwrap_or_default().to_owned()).collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    let alice = records.iter().find(|r| r["user_id"] == "alice").expect("alice's record");
+    assert_eq!(alice["parts"]["title"], "Order A-1 has shipped");
+    assert_eq!(alice["parts"]["body"], "2 items on the way; arriving Friday.");
+    up.terminate(PATIENCE).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_rejected_with_a_reason_and_not_retried() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    let up = env.spawn("up", &["up"])?;
+    env.publish("acme", "this is not json").await?;
+    env.publish("acme", r#"{"template":"welcome","recipients":[]}"#).await?;
+    env.publish("acme", r#"{"template":"welcome","recipients":[{"user_id":"alice"}],"colour":"blue"}"#).await?;
+    let events = env.wait_for_events("acme", Status::Rejected, 3, PATIENCE).await?;
+    env.wait_idle(PATIENCE).await?;
+    // Give a retry every chance to show up, then look again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = env.events("acme").await?;
+    assert_eq!(again.len(), events.len(), "no new events after the rejections: {:?}", count_statuses(&again));
+
+    let mut reasons: Vec<_> =
+        events.iter().filter(|e| e.status == Status::Rejected).map(|e| e.reason.clone().unwrap_or_default()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["invalid_json", "invalid_json", "no_recipients"]);
+    let colour = events.iter().find(|e| e.detail.as_deref().is_some_and(|d| d.contains("colour")));
+    assert!(colour.is_some(), "the rejection names the unknown field");
+    assert!(events.iter().all(|e| e.status == Status::Rejected), "{:?}", count_statuses(&events));
+
+    let ingest = env.nats.status().await?.into_iter().find(|c| c.consumer == "ingest").expect("ingest consumer");
+    assert_eq!(ingest.redelivered, 0, "rejections are not retried");
+    assert!(env.nats.dead_letters("ingest", "acme").await?.is_empty(), "rejections are not dead letters");
+    assert!(env.records().is_empty());
+    up.terminate(PATIENCE).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn send_and_status_commands_work_end_to_end() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    let up = env.spawn("up", &["up"])?;
+    let out = env
+        .run(&["send", "--tenant", "acme", "--template", "welcome", "--to", "alice", "--to", "dave", "--data", r#"{"plan":"pro"}"#])
+        .await?;
+    assert!(out.contains("accepted for processing as request #1"), "{out}");
+    env.wait_for_events("acme", Status::Sent, 2, PATIENCE).await?;
+    env.wait_idle(PATIENCE).await?;
+    let status: serde_json::Value = serde_json::from_str(&env.run(&["status", "--json"]).await?)?;
+    let consumers = status["consumers"].as_array().expect("consumers");
+    assert!(consumers.iter().all(|c| c["pending"] == 0 && c["ack_pending"] == 0), "{status}");
+    assert_eq!(status["streams"]["HERALD_REQUESTS"], 1);
+    let tail = env.run(&["events", "tail", "--tenant", "acme", "--status", "sent", "--from-start", "--count", "2"]).await?;
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    for line in tail.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)?;
+        assert_eq!(event["status"], "sent");
+    }
+    up.terminate(PATIENCE).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_deliver_processes_share_one_consumer_and_deliver_each_once() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    let upstream = env.spawn("upstream", &["stage", "ingest", "enrich", "render", "dedupe", "throttle", "track"])?;
+    let n = 1_000;
+    for i in 0..n {
+        env.publish("acme", welcome(["alice", "bob", "carol", "dave"][i % 4])).await?;
+    }
+    // Let the deliveries pile up in front of deliver, so both processes find work waiting.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let status = env.nats.status().await?;
+        let waiting = status.iter().find(|c| c.consumer == "deliver-log").map(|c| c.pending).unwrap_or(0);
+        if waiting >= n as u64 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "deliveries did not reach deliver: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = env.spawn("deliver-a", &["stage", "deliver"])?;
+    let b = env.spawn("deliver-b", &["stage", "deliver"])?;
+    env.wait_for_events("acme", Status::Sent, n, PATIENCE).await?;
+    env.wait_idle(PATIENCE).await?;
+
+    let records = env.records();
+    assert_eq!(records.len(), n, "one record per delivery");
+    let ids: HashSet<_> = records.iter().map(|r| r["delivery_id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(ids.len(), n);
+    let senders: HashSet<_> = records.iter().map(|r| r["sender_pid"].as_u64().unwrap_or_default()).collect();
+    assert_eq!(senders.len(), 2, "both deliver processes did part of the work");
+    assert_eq!(env.absorbed_duplicates(), 0, "no delivery was sent twice");
+    let events = env.events("acme").await?;
+    assert_eq!(count_statuses(&events).get(&Status::Sent), Some(&n));
+    for process in [a, b, upstream] {
+        assert!(process.terminate(PATIENCE).await?);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_reports_what_changed() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let first = env.provision().await?;
+    assert!(first.lines().all(|l| l.starts_with("created")), "{first}");
+    assert!(first.contains("stream HERALD_REQUESTS") && first.contains("consumer HERALD_DELIVER/deliver-log"), "{first}");
+    let second = env.provision().await?;
+    assert!(second.lines().all(|l| l.starts_with("unchanged")), "{second}");
+    // A changed knob is applied in place and named.
+    let mut command = env.herald(&["provision"]);
+    command.env("HERALD__TOPOLOGY__MAX_AGE", "3days");
+    let output = command.output().await?;
+    let third = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{third}");
+    assert!(third.contains("updated    stream HERALD_EVENTS: max_age: 7days → 3days"), "{third}");
+    Ok(())
+}

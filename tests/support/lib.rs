@@ -1,0 +1,289 @@
+//! Test support for end-to-end tests: a real nats-server per test, the real `herald` binary in
+//! child processes, and ways to read what happened (the tracking stream, the log channel's
+//! records, queue depths).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use herald_nats::server::NatsServer;
+use herald_nats::{Nats, Topology, TopologyConfig};
+use herald_schemas::{Status, TrackEvent};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// The `herald` binary under test: `$HERALD_BIN`, or the one cargo built next to this test.
+pub fn herald_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERALD_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test> → target/<profile>/herald
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    profile_dir.join("herald")
+}
+
+/// One test's world: its own nats-server, its own directory for config and delivery records.
+pub struct TestEnv {
+    pub server: NatsServer,
+    pub nats: Nats,
+    pub dir: tempfile::TempDir,
+    pub topology: TopologyConfig,
+    pub config_path: PathBuf,
+}
+
+/// Knobs a test may turn; the rest is the shipped defaults with short timers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_deliveries: u32,
+    pub ack_wait: &'static str,
+    pub extra_config: String,
+    pub url: Option<String>,
+    pub replicas: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_deliveries: 5, ack_wait: "3s", extra_config: String::new(), url: None, replicas: 1 }
+    }
+}
+
+impl TestEnv {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> anyhow::Result<Self> {
+        let server = NatsServer::start_temp().await?;
+        let url = options.url.clone().unwrap_or_else(|| server.url().to_owned());
+        Self::on(server, &url, options).await
+    }
+
+    /// A test world on an already running server (or cluster, by `url`).
+    pub async fn on(server: NatsServer, url: &str, options: Options) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let deliveries = dir.path().join("deliveries");
+        let config = format!(
+            r#"
+[nats]
+url = "{url}"
+
+[topology]
+max_deliveries = {max_deliveries}
+ack_wait = "{ack_wait}"
+replicas = {replicas}
+
+[runner]
+backoff_initial = "200ms"
+backoff_max = "2s"
+pull_expiry = "500ms"
+shutdown_grace = "20s"
+
+[deliver]
+log_dir = "{deliveries}"
+{extra}
+"#,
+            max_deliveries = options.max_deliveries,
+            ack_wait = options.ack_wait,
+            replicas = options.replicas,
+            deliveries = deliveries.display(),
+            extra = options.extra_config,
+        );
+        let config_path = dir.path().join("herald.toml");
+        std::fs::write(&config_path, config)?;
+        let topology = TopologyConfig {
+            max_deliveries: options.max_deliveries,
+            ack_wait: humantime_parse(options.ack_wait)?,
+            replicas: options.replicas,
+            ..TopologyConfig::default()
+        };
+        let nats = Nats::connect(url, "herald-test", Topology::new(topology.clone())?).await?;
+        nats.wait_for_jetstream(Duration::from_secs(30)).await?;
+        Ok(TestEnv { server, nats, dir, topology, config_path })
+    }
+
+    /// A `herald` command with this test's config.
+    pub fn herald(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(herald_bin());
+        command
+            .args(["--config"])
+            .arg(&self.config_path)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HERALD_LOG", "info,async_nats=warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `herald <args>` to completion; fails with its output when it fails.
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.herald(args).output().await.with_context(|| format!("cannot run {}", herald_bin().display()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("herald {args:?} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(stdout)
+    }
+
+    /// Provisions the topology with `herald provision`.
+    pub async fn provision(&self) -> anyhow::Result<String> {
+        self.run(&["provision"]).await
+    }
+
+    /// Starts a long-running `herald <args>` (e.g. `up`), its log in `<name>.log`.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Process> {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
+        let child = self.herald(args).stdout(Stdio::null()).stderr(log).spawn().context("cannot start herald")?;
+        Ok(Process { child, log: self.dir.path().join(format!("{name}.log")) })
+    }
+
+    pub fn deliveries_dir(&self) -> PathBuf {
+        self.dir.path().join("deliveries")
+    }
+
+    /// The log channel's records: one JSON object per file.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let Ok(entries) = std::fs::read_dir(self.deliveries_dir()) else { return Vec::new() };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// How many sends of an already recorded delivery the log sink absorbed.
+    pub fn absorbed_duplicates(&self) -> usize {
+        std::fs::read_to_string(self.deliveries_dir().join(herald_deliver_duplicates())).map(|t| t.lines().count()).unwrap_or(0)
+    }
+
+    /// Publishes a request body for `tenant` and waits for the stream's ack.
+    pub async fn publish(&self, tenant: &str, body: impl Into<Bytes>) -> anyhow::Result<u64> {
+        Ok(self.nats.publish_request(tenant, body.into(), None).await?)
+    }
+
+    /// Every event of `tenant` the tracking stream holds now.
+    pub async fn events(&self, tenant: &str) -> anyhow::Result<Vec<TrackEvent>> {
+        Ok(self.nats.events_snapshot(tenant).await?)
+    }
+
+    /// Waits until `tenant` has at least `n` events with `status`; returns all its events.
+    pub async fn wait_for_events(&self, tenant: &str, status: Status, n: usize, patience: Duration) -> anyhow::Result<Vec<TrackEvent>> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let events = self.events(tenant).await?;
+            let have = events.iter().filter(|e| e.status == status).count();
+            if have >= n {
+                return Ok(events);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("waited {patience:?} for {n} `{status}` events of {tenant}, saw {have}; all: {:?}", count_statuses(&events));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every consumer has nothing pending or unacknowledged.
+    pub async fn wait_idle(&self, patience: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            // A cluster that just lost a node answers with errors until it re-elects leaders.
+            let status = self.nats.status().await;
+            if let Ok(status) = &status
+                && status.iter().all(|c| c.pending == 0 && c.ack_pending == 0)
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("pipeline not idle after {patience:?}: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the log channel holds at least `n` records.
+    pub async fn wait_for_records(&self, n: usize, patience: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.records().len() < n {
+            if tokio::time::Instant::now() > deadline {
+                bail!("waited {patience:?} for {n} delivery records, have {}", self.records().len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+fn herald_deliver_duplicates() -> &'static str {
+    "duplicates.jsonl"
+}
+
+fn humantime_parse(s: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse()?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        other => bail!("unsupported unit {other}"),
+    })
+}
+
+/// Counts events by status.
+pub fn count_statuses(events: &[TrackEvent]) -> HashMap<Status, usize> {
+    let mut counts = HashMap::new();
+    for event in events {
+        *counts.entry(event.status).or_default() += 1;
+    }
+    counts
+}
+
+/// A running `herald` process.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn pid(&self) -> anyhow::Result<Pid> {
+        let id = self.child.id().context("process already exited")?;
+        Ok(Pid::from_raw(i32::try_from(id)?))
+    }
+
+    /// SIGKILL: no chance to drain.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        kill(self.pid()?, Signal::SIGKILL)?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status's success.
+    pub async fn terminate(mut self, patience: Duration) -> anyhow::Result<bool> {
+        kill(self.pid()?, Signal::SIGTERM)?;
+        let status = tokio::time::timeout(patience, self.child.wait()).await.context("herald did not exit after SIGTERM")??;
+        Ok(status.success())
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails if the process has exited.
+    pub fn assert_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("herald exited early with {status}:\n{}", self.log());
+        }
+        Ok(())
+    }
+}
+
+/// A request to one user with the sample `welcome` template.
+pub fn welcome(user: &str) -> String {
+    serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": user }], "data": { "plan": "team" } }).to_string()
+}
