@@ -153,3 +153,35 @@ async fn provisioning_is_idempotent_and_reports_what_changed() -> anyhow::Result
     assert!(third.contains("updated    stream HERALD_EVENTS: max_age: 7days → 3days"), "{third}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_demo_starts_its_own_nats_server_when_none_is_configured() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    std::fs::write(
+        dir.path().join("herald.toml"),
+        format!("[nats]\nembedded_port = {port}\nembedded_store = \"nats-store\"\n\n[deliver]\nlog_dir = \"records\"\n"),
+    )?;
+    let output = tokio::process::Command::new(herald_tests::herald_bin())
+        .args(["demo", "--count", "100"])
+        .current_dir(dir.path())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("No NATS server at nats://127.0.0.1:{port}; starting nats-server")), "{stderr}");
+    assert!(dir.path().join("nats-store").is_dir(), "the embedded server keeps its data where configured");
+    // 100 sample requests: 2 malformed, 2 to an unknown user, the rest reach someone.
+    assert!(stdout.contains("rejected"), "{stdout}");
+    let sent = stdout.lines().find_map(|l| l.trim().strip_prefix("sent").map(|n| n.trim().parse::<usize>())).transpose()?.unwrap_or(0);
+    let records = std::fs::read_dir(dir.path().join("records"))?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+        .count();
+    assert!(sent > 90, "{stdout}");
+    assert_eq!(records, sent, "one record per sent event");
+    // The server it started is gone with it.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "the embedded server stopped with the demo");
+    Ok(())
+}

@@ -4,12 +4,14 @@
 //! with no work in between.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::Error;
@@ -24,8 +26,9 @@ pub struct ChainResult {
 }
 
 /// Runs `count` messages of `size` bytes through `hops` hops on the server at `url`, with at
-/// most `in_flight` messages per hop being worked on at once.
-pub async fn raw_chain(url: &str, hops: usize, count: usize, size: usize, in_flight: usize) -> Result<ChainResult, Error> {
+/// most `in_flight` messages per hop being worked on at once and at most `window` messages
+/// between the first and the last hop (1: one message at a time, for the latency floor).
+pub async fn raw_chain(url: &str, hops: usize, count: usize, size: usize, in_flight: usize, window: usize) -> Result<ChainResult, Error> {
     let client = async_nats::connect(url).await.map_err(|e| Error::Connect { url: url.to_owned(), detail: e.to_string() })?;
     let js = jetstream::ContextBuilder::new().max_ack_inflight(16_384).backpressure_on_inflight(true).build(client.clone());
     let err = |what: &str, e: &dyn std::fmt::Display| Error::jetstream(what, e);
@@ -81,24 +84,30 @@ pub async fn raw_chain(url: &str, hops: usize, count: usize, size: usize, in_fli
         .await
         .map_err(|e| err("raw bench consumer", &e))?;
     let start = Instant::now();
-    let collect = tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(count);
-        let Ok(mut messages) = collector.stream().max_messages_per_batch(512).messages().await else { return latencies };
-        while latencies.len() < count {
-            match tokio::time::timeout(Duration::from_secs(30), messages.next()).await {
-                Ok(Some(Ok(message))) => {
-                    let mut stamp = [0u8; 8];
-                    stamp.copy_from_slice(&message.payload[..8]);
-                    let sent = Duration::from_nanos(u64::from_be_bytes(stamp));
-                    latencies.push(start.elapsed().saturating_sub(sent));
+    let window = Arc::new(Semaphore::new(window.max(1)));
+    let collect = tokio::spawn({
+        let window = window.clone();
+        async move {
+            let mut latencies = Vec::with_capacity(count);
+            let Ok(mut messages) = collector.stream().max_messages_per_batch(512).messages().await else { return latencies };
+            while latencies.len() < count {
+                match tokio::time::timeout(Duration::from_secs(30), messages.next()).await {
+                    Ok(Some(Ok(message))) => {
+                        let mut stamp = [0u8; 8];
+                        stamp.copy_from_slice(&message.payload[..8]);
+                        let sent = Duration::from_nanos(u64::from_be_bytes(stamp));
+                        latencies.push(start.elapsed().saturating_sub(sent));
+                        window.add_permits(1);
+                    }
+                    _ => break,
                 }
-                _ => break,
             }
+            latencies
         }
-        latencies
     });
     let mut acks = futures::stream::FuturesUnordered::new();
     for _ in 0..count {
+        window.acquire().await.map_err(|e| err("raw bench window", &e))?.forget();
         let mut body = BytesMut::with_capacity(size.max(8));
         body.put_u64(start.elapsed().as_nanos() as u64);
         body.resize(size.max(8), b'x');

@@ -95,6 +95,9 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(&options.store_dir).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+            // Its own process group: a Ctrl-C meant for `herald up` must not stop the server
+            // while herald is still draining and acking.
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(name) = &options.name {
             command.args(["--server_name", name]);
@@ -163,14 +166,6 @@ impl NatsServer {
         self.child = again.child.take();
         self._temp = temp;
         Ok(())
-    }
-
-    /// Detaches the process: it keeps running after this handle is dropped (the embedded
-    /// default, which outlives a crashed `herald up` and is reused by the next one).
-    pub fn detach(mut self) {
-        if let Some(child) = self.child.take() {
-            std::mem::forget(child);
-        }
     }
 }
 

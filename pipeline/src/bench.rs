@@ -1,12 +1,13 @@
 //! `herald bench`: the pipeline driven flat out, next to the raw JetStream limit measured in
 //! the same run on the same fresh server.
 //!
-//! Pipeline: N requests, each to its own user, published with 4 096 acks in flight; a
+//! Pipeline: N requests, each to its own user, with up to 4 096 between publish and `sent`; a
 //! notification is done when its `sent` event is read back from the tracking stream. That is
 //! seven consumer hops (ingest, enrich, render, dedupe, throttle, deliver, track), so the raw
-//! chain runs seven hops too, with messages of the size of a delivery.
+//! chain runs seven hops too, with messages of the size of a delivery. Then the latency floor:
+//! the same, one message at a time.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use hdrhistogram::Histogram;
 use herald_nats::server::NatsServer;
 use herald_nats::{Nats, Topology};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Resources, StageKind};
@@ -30,6 +33,9 @@ pub struct BenchArgs {
     /// Size of a raw-chain message in bytes (a rendered delivery is about this size).
     #[arg(long, default_value_t = 512)]
     size: usize,
+    /// Messages sent one at a time for the latency floor.
+    #[arg(long, default_value_t = 300)]
+    latency_samples: usize,
 }
 
 const HOPS: usize = 7;
@@ -39,19 +45,14 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("warning: this is a debug build; `make bench` builds with --release for real figures.");
     }
     let n = args.requests.max(1);
-    println!("Benchmark: {n} notifications, {HOPS} hops, on a fresh nats-server with file storage.\n");
+    let m = args.latency_samples.max(1);
+    println!("Benchmark on a fresh nats-server (file storage), {HOPS} hops end to end.");
+    println!("Throughput: {n} messages flat out (4 096 in flight). Latency floor: {m} messages one at a time.\n");
 
     let server = NatsServer::start_temp().await?;
-    let raw = herald_nats::bench::raw_chain(server.url(), HOPS, n, args.size, config.runner.max_in_flight).await?;
-    let raw_rate = n as f64 / raw.elapsed.as_secs_f64();
-    let raw_hist = histogram(&raw.latencies)?;
-    println!(
-        "raw JetStream, {HOPS} hops ({} B):   {:>9.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-        args.size,
-        raw_rate,
-        ms(raw_hist.value_at_quantile(0.5)),
-        ms(raw_hist.value_at_quantile(0.99))
-    );
+    let in_flight = config.runner.max_in_flight;
+    let raw = herald_nats::bench::raw_chain(server.url(), HOPS, n, args.size, in_flight, 4096).await?;
+    let raw_floor = herald_nats::bench::raw_chain(server.url(), HOPS, m, args.size, in_flight, 1).await?;
 
     let temp = tempfile::tempdir()?;
     let mut config = config.clone();
@@ -60,21 +61,48 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let nats = Nats::connect(server.url(), "herald-bench", Topology::new(config.topology.clone())?).await?;
     nats.provision().await?;
     let mut resources = Resources::load(&config)?;
-    resources.directory = FileDirectory::generated("bench", n);
+    resources.directory = FileDirectory::generated("bench", n.max(m));
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;
+    let flat_out = herald_run(&nats, n, 4096, "throughput").await;
+    let floor = herald_run(&nats, m, 1, "latency").await;
+    cancel.cancel();
+    running.wait(&cancel).await?;
+    let (flat_out, floor) = (flat_out?, floor?);
 
+    let raw_rate = n as f64 / raw.elapsed.as_secs_f64();
+    let rate = n as f64 / flat_out.0.as_secs_f64();
+    println!("{:<34} {:>12} {:>22} {:>22}", "", "per second", "latency flat out", "latency floor");
+    println!("{:<34} {:>12} {:>22} {:>22}", "", "", "p50 / p99 ms", "p50 / p99 ms");
+    let row = |name: &str, rate: f64, busy: &[Duration], idle: &[Duration]| -> anyhow::Result<()> {
+        println!("{name:<34} {rate:>12.0} {:>22} {:>22}", quantiles(busy)?, quantiles(idle)?);
+        Ok(())
+    };
+    row(&format!("raw JetStream ({} B messages)", args.size), raw_rate, &raw.latencies, &raw_floor.latencies)?;
+    row("herald pipeline (notifications)", rate, &flat_out.1, &floor.1)?;
+    println!("\nherald / raw JetStream: {:.1} % of the throughput", 100.0 * rate / raw_rate);
+    println!("(the requirements' baseline: ~185 notifications/s on average, ~1 850/s at a 10x peak)");
+    drop(server);
+    Ok(())
+}
+
+/// Pushes `n` notifications through the running pipeline with at most `window` between publish
+/// and `sent` event; returns the elapsed time and each notification's latency.
+async fn herald_run(nats: &Nats, n: usize, window: usize, label: &str) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let mut sent_events = Box::pin(nats.tail_events("bench", "sent", false).await?);
-    let published_at: Arc<std::sync::Mutex<Vec<Option<Instant>>>> = Arc::new(std::sync::Mutex::new(vec![None; n]));
+    let published_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let room = Arc::new(Semaphore::new(window.max(1)));
     let bar = ProgressBar::new(n as u64).with_style(
-        ProgressStyle::with_template("pipeline {bar:40} {pos}/{len} sent ({per_sec})").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!("{label:>10} {{bar:40}} {{pos}}/{{len}} sent ({{per_sec}})"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
     let publisher = {
-        let nats = nats.clone();
-        let published_at = published_at.clone();
+        let (nats, published_at, room) = (nats.clone(), published_at.clone(), room.clone());
         tokio::spawn(async move {
-            let bodies = (0..n).map(move |i| {
+            let mut acks = JoinSet::new();
+            for i in 0..n {
+                room.acquire().await?.forget();
                 if let Ok(mut times) = published_at.lock() {
                     times[i] = Some(Instant::now());
                 }
@@ -83,9 +111,16 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
                     "recipients": [{ "user_id": format!("user-{i}") }],
                     "data": { "order_id": format!("B-{i:07}"), "items": 2, "eta": "tomorrow" },
                 });
-                Bytes::from(body.to_string())
-            });
-            nats.publish_requests("bench", bodies, 4096, || {}).await
+                let nats = nats.clone();
+                acks.spawn(async move { nats.publish_request("bench", Bytes::from(body.to_string()), None).await });
+                while let Some(done) = acks.try_join_next() {
+                    done??;
+                }
+            }
+            while let Some(done) = acks.join_next().await {
+                done??;
+            }
+            anyhow::Ok(())
         })
     };
     let mut latencies = Vec::with_capacity(n);
@@ -98,37 +133,22 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         let sent = index.and_then(|i| published_at.lock().ok().and_then(|t| t.get(i).copied().flatten()));
         if let Some(sent) = sent {
             latencies.push(sent.elapsed());
+            room.add_permits(1);
             bar.inc(1);
         }
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     publisher.await??;
-    cancel.cancel();
-    running.wait(&cancel).await?;
-
-    let rate = n as f64 / elapsed.as_secs_f64();
-    let hist = histogram(&latencies)?;
-    println!(
-        "herald pipeline, {HOPS} hops:         {:>9.0} notif/s p50 {:>7.2} ms   p99 {:>7.2} ms",
-        rate,
-        ms(hist.value_at_quantile(0.5)),
-        ms(hist.value_at_quantile(0.99))
-    );
-    println!("\nratio herald / raw JetStream: {:.1} % of the raw throughput", 100.0 * rate / raw_rate);
-    println!("(baseline volume of the requirements: ~185 notifications/s average, ~1 850/s at a 10x peak)");
-    drop(server);
-    Ok(())
+    Ok((elapsed, latencies))
 }
 
-fn histogram(latencies: &[Duration]) -> anyhow::Result<Histogram<u64>> {
+/// `p50 / p99` in milliseconds.
+fn quantiles(latencies: &[Duration]) -> anyhow::Result<String> {
     let mut hist = Histogram::<u64>::new(3)?;
     for l in latencies {
         hist.record(l.as_micros() as u64)?;
     }
-    Ok(hist)
-}
-
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(format!("{:.2} / {:.2}", ms(0.5), ms(0.99)))
 }

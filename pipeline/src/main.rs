@@ -107,8 +107,7 @@ enum EventsCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_filter = if matches!(cli.command, Command::Up | Command::Stage { .. }) { "info" } else { "warn" };
     let filter = cli.log.as_deref().unwrap_or(default_filter);
@@ -118,7 +117,13 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = run(cli).await;
+    // Blocking work (the log channel's file writes) gets a small pool: hundreds of threads
+    // contending for two cores help nobody.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => Err(anyhow::anyhow!("cannot start the async runtime: {error}")),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1,4 +1,4 @@
-//! In-memory port implementations for unit tests.
+//! In-memory port implementations and fixtures for unit tests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,5 +64,27 @@ impl KeyValue for MemoryKv {
         self.check()?;
         self.lock().insert(key.to_owned(), value);
         Ok(())
+    }
+}
+
+/// A delivery for unit tests: tenant `acme`, user `alice` on the `log` channel, template `t`.
+pub fn delivery(id: u128) -> herald_schemas::Delivery {
+    herald_schemas::Delivery {
+        v: herald_schemas::WIRE_VERSION,
+        delivery_id: uuid::Uuid::from_u128(id),
+        notification_id: uuid::Uuid::from_u128(1),
+        tenant: "acme".into(),
+        user_id: Some("alice".into()),
+        channel: herald_schemas::Channel::Log,
+        address: "user:alice".into(),
+        locale: None,
+        timezone: None,
+        template: "t".into(),
+        data: Default::default(),
+        category: None,
+        priority: herald_schemas::Priority::Normal,
+        accepted_at: jiff::Timestamp::UNIX_EPOCH,
+        expires_at: None,
+        content: None,
     }
 }

@@ -47,31 +47,9 @@ impl<K: KeyValue> Stage for Dedupe<K> {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
-    use herald_stage::memory::MemoryKv;
+    use herald_stage::memory::{MemoryKv, delivery};
 
     use super::*;
-
-    fn delivery(id: u128) -> Delivery {
-        Delivery {
-            v: 1,
-            delivery_id: uuid::Uuid::from_u128(id),
-            notification_id: uuid::Uuid::from_u128(1),
-            tenant: "acme".into(),
-            user_id: None,
-            channel: Channel::Log,
-            address: "user:a".into(),
-            locale: None,
-            timezone: None,
-            template: "t".into(),
-            data: Default::default(),
-            category: None,
-            priority: Priority::Normal,
-            accepted_at: jiff::Timestamp::UNIX_EPOCH,
-            expires_at: None,
-            content: None,
-        }
-    }
 
     /// (delivery id, message sequence) → passes?
     async fn check(stage: &Dedupe<MemoryKv>, id: u128, sequence: u64, passes: bool) {

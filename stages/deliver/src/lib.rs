@@ -124,7 +124,6 @@ impl<P: Provider, K: KeyValue> Stage for Deliver<P, K> {
 mod tests {
     use std::sync::Mutex;
 
-    use herald_schemas::Priority;
     use herald_stage::memory::MemoryKv;
 
     use super::*;
@@ -145,6 +144,10 @@ mod tests {
         }
     }
 
+    fn delivery() -> Delivery {
+        herald_stage::memory::delivery(2)
+    }
+
     fn scripted(answers: Vec<Result<Receipt, ProviderError>>) -> Scripted {
         Scripted { answers: Mutex::new(answers), calls: Mutex::new(0) }
     }
@@ -160,27 +163,6 @@ mod tests {
             detail: "no".into(),
             retry_after: None,
         })
-    }
-
-    fn delivery() -> Delivery {
-        Delivery {
-            v: 1,
-            delivery_id: uuid::Uuid::from_u128(2),
-            notification_id: uuid::Uuid::from_u128(1),
-            tenant: "acme".into(),
-            user_id: Some("a".into()),
-            channel: Channel::Log,
-            address: "user:a".into(),
-            locale: None,
-            timezone: None,
-            template: "t".into(),
-            data: Default::default(),
-            category: None,
-            priority: Priority::Normal,
-            accepted_at: jiff::Timestamp::UNIX_EPOCH,
-            expires_at: None,
-            content: None,
-        }
     }
 
     #[tokio::test]

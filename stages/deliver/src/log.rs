@@ -97,49 +97,36 @@ impl Provider for LogSink {
         body.push(b'\n');
         // Write to a temporary name, then hard-link into place: the record appears whole or
         // not at all, and the link fails if the delivery was already recorded. No fsync: the
-        // record must survive our process dying (the page cache does), not the machine.
+        // record must survive our process dying (the page cache does), not the machine. The
+        // file work is one blocking task, not one per call.
         let temp = self.dir.join(format!(".{id}.{}.tmp", std::process::id()));
-        let mut file = tokio::fs::File::create(&temp).await.map_err(|e| self.io_error(e))?;
-        file.write_all(&body).await.map_err(|e| self.io_error(e))?;
-        drop(file);
-        let linked = tokio::fs::hard_link(&temp, &path).await;
-        let _ = tokio::fs::remove_file(&temp).await;
-        match linked {
-            Ok(()) => Ok(Receipt { provider_message_id: format!("log-{id}"), duplicate: false }),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                self.note_duplicate(&body).await;
-                Ok(Receipt { provider_message_id: format!("log-{id}"), duplicate: true })
-            }
-            Err(e) => Err(self.io_error(e)),
+        let write = {
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+                std::fs::write(&temp, &body)?;
+                let linked = std::fs::hard_link(&temp, &path);
+                let _ = std::fs::remove_file(&temp);
+                match linked {
+                    Ok(()) => Ok(false),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(true),
+                    Err(e) => Err(e),
+                }
+            })
+        };
+        let duplicate = write.await.map_err(|e| self.io_error(std::io::Error::other(e)))?.map_err(|e| self.io_error(e))?;
+        if duplicate {
+            self.note_duplicate(&body).await;
         }
+        Ok(Receipt { provider_message_id: format!("log-{id}"), duplicate })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
-
     use super::*;
 
     fn delivery() -> Delivery {
-        Delivery {
-            v: 1,
-            delivery_id: uuid::Uuid::from_u128(7),
-            notification_id: uuid::Uuid::from_u128(1),
-            tenant: "acme".into(),
-            user_id: Some("alice".into()),
-            channel: Channel::Log,
-            address: "user:alice".into(),
-            locale: None,
-            timezone: None,
-            template: "welcome".into(),
-            data: Default::default(),
-            category: None,
-            priority: Priority::Normal,
-            accepted_at: jiff::Timestamp::UNIX_EPOCH,
-            expires_at: None,
-            content: None,
-        }
+        herald_stage::memory::delivery(7)
     }
 
     #[tokio::test]

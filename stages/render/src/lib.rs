@@ -128,29 +128,10 @@ impl Stage for Render {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
-
     use super::*;
 
     fn delivery(template: &str, data: serde_json::Value) -> Delivery {
-        Delivery {
-            v: 1,
-            delivery_id: uuid::Uuid::from_u128(2),
-            notification_id: uuid::Uuid::from_u128(1),
-            tenant: "acme".into(),
-            user_id: Some("alice".into()),
-            channel: Channel::Log,
-            address: "user:alice".into(),
-            locale: None,
-            timezone: None,
-            template: template.into(),
-            data: data.as_object().cloned().unwrap_or_default(),
-            category: None,
-            priority: Priority::Normal,
-            accepted_at: jiff::Timestamp::UNIX_EPOCH,
-            expires_at: None,
-            content: None,
-        }
+        Delivery { template: template.into(), data: data.as_object().cloned().unwrap_or_default(), ..herald_stage::memory::delivery(2) }
     }
 
     fn templates(pairs: &[(&str, &str, &str)]) -> TemplateSet {

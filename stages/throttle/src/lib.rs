@@ -31,29 +31,12 @@ impl Stage for Throttle {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
+    use herald_schemas::Channel;
 
     use super::*;
 
     fn delivery(expires_at: Option<jiff::Timestamp>) -> Delivery {
-        Delivery {
-            v: 1,
-            delivery_id: uuid::Uuid::from_u128(2),
-            notification_id: uuid::Uuid::from_u128(1),
-            tenant: "acme".into(),
-            user_id: None,
-            channel: Channel::Email,
-            address: "a@example.com".into(),
-            locale: None,
-            timezone: None,
-            template: "t".into(),
-            data: Default::default(),
-            category: None,
-            priority: Priority::Normal,
-            accepted_at: jiff::Timestamp::UNIX_EPOCH,
-            expires_at,
-            content: None,
-        }
+        Delivery { channel: Channel::Email, address: "alice@example.com".into(), expires_at, ..herald_stage::memory::delivery(2) }
     }
 
     #[tokio::test]
