@@ -14,6 +14,10 @@ use herald_schemas::{Channel, Priority};
 
 use crate::app::StageKind;
 
+/// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Herald: notifications to push, SMS, voice, e-mail, web push, webhooks and in-app inboxes,
 /// never lost, never sent twice, through stateless stages on NATS JetStream.
 #[derive(Debug, Parser)]

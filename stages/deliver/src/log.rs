@@ -3,7 +3,7 @@
 //! It needs no credentials, so a new deployment sees the whole flow work on one machine. Like a
 //! provider that honours idempotency keys, it treats the delivery id as one: the file is created
 //! with `create_new`, so a second send of the same delivery (from any process) finds the file
-//! and reports a duplicate instead of recording twice. I/O errors are retryable: a full or
+//! and reports a duplicate instead of recording twice (and notes it in `duplicates.jsonl`). I/O errors are retryable: a full or
 //! missing disk is an outage, not a property of the delivery.
 
 use std::io::ErrorKind;
@@ -95,20 +95,24 @@ impl Provider for LogSink {
             retry_after: None,
         })?;
         body.push(b'\n');
-        // Write to a temporary name, then hard-link into place: the record appears whole or
-        // not at all, and the link fails if the delivery was already recorded. No fsync: the
-        // record must survive our process dying (the page cache does), not the machine. The
-        // file work is one blocking task, not one per call.
-        let temp = self.dir.join(format!(".{id}.{}.tmp", std::process::id()));
+        // `create_new` makes the file system the idempotency check: one directory operation,
+        // and a second send of the same delivery (from any process) finds the file. No fsync:
+        // the record must survive our process dying (the page cache does), not the machine. A
+        // process killed between creating and writing leaves a torn record; the retry finds it
+        // and completes it instead of calling it a duplicate.
         let write = {
             let body = body.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-                std::fs::write(&temp, &body)?;
-                let linked = std::fs::hard_link(&temp, &path);
-                let _ = std::fs::remove_file(&temp);
-                match linked {
-                    Ok(()) => Ok(false),
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(true),
+                use std::io::Write;
+                match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(mut file) => file.write_all(&body).map(|()| false),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                        let existing = std::fs::read(&path)?;
+                        if existing.ends_with(b"\n") {
+                            return Ok(true);
+                        }
+                        std::fs::write(&path, &body).map(|()| false)
+                    }
                     Err(e) => Err(e),
                 }
             })
@@ -145,6 +149,17 @@ mod tests {
         let record: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(format!("{}.json", uuid::Uuid::from_u128(7)))).unwrap()).unwrap();
         assert_eq!(record["user_id"], "alice");
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_is_completed_not_counted_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{}.json", uuid::Uuid::from_u128(7)));
+        std::fs::write(&path, b"{\"delivery_id\":").unwrap();
+        let receipt = LogSink::new(dir.path()).send(&delivery()).await.unwrap();
+        assert!(!receipt.duplicate);
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(record["template"], "t");
     }
 
     #[tokio::test]
