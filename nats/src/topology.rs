@@ -79,6 +79,7 @@ pub struct Topology {
 pub mod role {
     pub const REQUESTS: &str = "REQUESTS";
     pub const ENRICH: &str = "ENRICH";
+    pub const FANOUT: &str = "FANOUT";
     pub const RENDER: &str = "RENDER";
     pub const DEDUPE: &str = "DEDUPE";
     pub const THROTTLE: &str = "THROTTLE";
@@ -121,6 +122,11 @@ impl Topology {
         format!("{}.events.{tenant}.{status}", self.config.prefix)
     }
 
+    /// The (core NATS) subject on which directory changes are announced.
+    pub fn directory_changes_subject(&self, tenant: &str) -> String {
+        format!("{}.directory.changed.{tenant}", self.config.prefix)
+    }
+
     /// The subject a stage's dead letters go to.
     pub fn dlq_subject(&self, stage: &str, tenant: &str) -> String {
         format!("{}.dlq.{stage}.{tenant}", self.config.prefix)
@@ -131,6 +137,7 @@ impl Topology {
         let p = &self.config.prefix;
         match hop {
             Hop::Enrich => format!("{p}.stage.enrich.{tenant}"),
+            Hop::Fanout => format!("{p}.stage.fanout.{tenant}"),
             Hop::Render => format!("{p}.stage.render.{tenant}"),
             Hop::Dedupe => format!("{p}.stage.dedupe.{tenant}"),
             Hop::Throttle => format!("{p}.stage.throttle.{tenant}"),
@@ -161,6 +168,7 @@ impl Topology {
         let role = match stage {
             "ingest" => role::REQUESTS,
             "enrich" => role::ENRICH,
+            "fanout" => role::FANOUT,
             "render" => role::RENDER,
             "dedupe" => role::DEDUPE,
             "throttle" => role::THROTTLE,
@@ -195,6 +203,7 @@ impl Topology {
         vec![
             spec(role::REQUESTS, vec![format!("{p}.requests.*")], "Producers' notification requests, one subject per tenant"),
             spec(role::ENRICH, vec![format!("{p}.stage.enrich.*")], "Accepted notifications waiting for recipient resolution"),
+            spec(role::FANOUT, vec![format!("{p}.stage.fanout.*")], "Pages of group fan-outs waiting to be expanded"),
             spec(role::RENDER, vec![format!("{p}.stage.render.*")], "Deliveries waiting for their template to be rendered"),
             spec(role::DEDUPE, vec![format!("{p}.stage.dedupe.*")], "Rendered deliveries waiting for their dedupe claim"),
             spec(role::THROTTLE, vec![format!("{p}.stage.throttle.*")], "Deliveries waiting for caps, quiet hours and priorities"),
@@ -227,6 +236,7 @@ impl Topology {
         let mut consumers = vec![
             (self.stream_name(role::REQUESTS), durable("ingest".into(), format!("{p}.requests.*"))),
             (self.stream_name(role::ENRICH), durable("enrich".into(), format!("{p}.stage.enrich.*"))),
+            (self.stream_name(role::FANOUT), durable("fanout".into(), format!("{p}.stage.fanout.*"))),
             (self.stream_name(role::RENDER), durable("render".into(), format!("{p}.stage.render.*"))),
             (self.stream_name(role::DEDUPE), durable("dedupe".into(), format!("{p}.stage.dedupe.*"))),
             (self.stream_name(role::THROTTLE), durable("throttle".into(), format!("{p}.stage.throttle.*"))),
@@ -316,7 +326,7 @@ mod tests {
     fn every_hop_subject_lands_in_exactly_one_stream() {
         let t = topology();
         let streams = t.streams();
-        let mut hops: Vec<Hop> = vec![Hop::Enrich, Hop::Render, Hop::Dedupe, Hop::Throttle, Hop::Track, Hop::Events];
+        let mut hops: Vec<Hop> = vec![Hop::Enrich, Hop::Fanout, Hop::Render, Hop::Dedupe, Hop::Throttle, Hop::Track, Hop::Events];
         hops.extend(Channel::ALL.map(Hop::Deliver));
         for hop in hops {
             let subject = t.hop_subject(hop, "acme", Some("sent"));

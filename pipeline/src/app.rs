@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use herald_dedupe::Dedupe;
 use herald_deliver::{Deliver, LogSink};
-use herald_enrich::Enrich;
+use herald_enrich::{Enrich, Fanout};
 use herald_ingest::Ingest;
 use herald_nats::server::{NatsServer, ServerOptions};
 use herald_nats::{Nats, StageStats, Topology};
@@ -21,8 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cache::CachedDirectory;
 use crate::config::Config;
-use crate::directory::FileDirectory;
+use crate::store::Store;
 
 /// The built-in sample templates.
 pub const SAMPLE_TEMPLATES: &str = include_str!("../../config/templates.toml");
@@ -32,6 +33,7 @@ pub const SAMPLE_TEMPLATES: &str = include_str!("../../config/templates.toml");
 pub enum StageKind {
     Ingest,
     Enrich,
+    Fanout,
     Render,
     Dedupe,
     Throttle,
@@ -40,15 +42,21 @@ pub enum StageKind {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 7] = [
+    pub const ALL: [StageKind; 8] = [
         StageKind::Ingest,
         StageKind::Enrich,
+        StageKind::Fanout,
         StageKind::Render,
         StageKind::Dedupe,
         StageKind::Throttle,
         StageKind::Deliver,
         StageKind::Track,
     ];
+
+    /// Whether the stage reads the directory.
+    pub fn needs_store(self) -> bool {
+        matches!(self, StageKind::Enrich | StageKind::Fanout)
+    }
 }
 
 /// A connection, and the server `herald` started when there was none.
@@ -80,21 +88,26 @@ pub async fn connect(config: &Config, embedded_allowed: bool) -> anyhow::Result<
 /// What the stages read besides NATS.
 #[derive(Debug, Clone)]
 pub struct Resources {
-    pub directory: FileDirectory,
+    /// The directory, when a stage of this process needs it.
+    pub store: Option<Store>,
     pub templates: TemplateSet,
 }
 
 impl Resources {
-    /// Loads the directory and templates the config names (or the samples).
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
-        let directory = FileDirectory::load(config.directory.path.as_deref())?;
-        let text = match &config.templates.path {
-            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read templates file {}", path.display()))?,
-            None => SAMPLE_TEMPLATES.to_owned(),
-        };
-        let templates: TemplateSet = toml::from_str(&text).context("the templates file is invalid")?;
-        Ok(Resources { directory, templates })
+    /// Opens the store (when `which` needs it) and loads the templates.
+    pub async fn load(config: &Config, which: &[StageKind]) -> anyhow::Result<Self> {
+        let store = if which.iter().any(|k| k.needs_store()) { Some(Store::open(&config.store).await?) } else { None };
+        Ok(Resources { store, templates: load_templates(config)? })
     }
+}
+
+/// The templates the config names, or the samples.
+pub fn load_templates(config: &Config) -> anyhow::Result<TemplateSet> {
+    let text = match &config.templates.path {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read templates file {}", path.display()))?,
+        None => SAMPLE_TEMPLATES.to_owned(),
+    };
+    toml::from_str(&text).context("the templates file is invalid")
 }
 
 /// Counters of every running stage, by consumer name.
@@ -145,6 +158,22 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let mut running = Running { tasks: JoinSet::new(), stats: Stats::new() };
     let topology = nats.topology().clone();
+    // One cache for the process, in front of the store, evicted by directory-change messages.
+    let directory = match &resources.store {
+        Some(store) => {
+            let cache = CachedDirectory::new(store.clone(), &config.cache);
+            let mut changes = Box::pin(nats.directory_changes().await?);
+            let evict = cache.clone();
+            tokio::spawn(async move {
+                while let Some((tenant, user)) = futures::StreamExt::next(&mut changes).await {
+                    evict.invalidate(&tenant, user.as_deref());
+                }
+            });
+            Some(cache)
+        }
+        None => None,
+    };
+    let directory = || directory.clone().context("the directory store is not open in this process");
     for kind in which {
         match kind {
             StageKind::Ingest => {
@@ -152,8 +181,12 @@ pub async fn start(
                 spawn(&mut running, nats, config, Ingest::new(kv), None, cancel);
             }
             StageKind::Enrich => {
-                let enrich = Enrich::new(resources.directory.clone(), config.enrich.clone());
+                let enrich = Enrich::new(directory()?, config.enrich.clone());
                 spawn(&mut running, nats, config, enrich, None, cancel);
+            }
+            StageKind::Fanout => {
+                let fanout = Fanout::new(directory()?, config.enrich.clone());
+                spawn(&mut running, nats, config, fanout, None, cancel);
             }
             StageKind::Render => {
                 let render = Render::new(resources.templates.clone(), config.render.clone())?;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Resources, StageKind};
 use crate::config::Config;
-use crate::directory::FileDirectory;
+use herald_schemas::directory::ImportLine;
 
 /// Options of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -60,8 +60,13 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     config.topology = herald_nats::TopologyConfig { prefix: "bench".into(), ..config.topology.clone() };
     let nats = Nats::connect(server.url(), "herald-bench", Topology::new(config.topology.clone())?).await?;
     nats.provision().await?;
-    let mut resources = Resources::load(&config)?;
-    resources.directory = FileDirectory::generated("bench", n.max(m));
+    config.store = crate::store::StoreConfig { url: "mem://".into(), ..config.store.clone() };
+    let resources = Resources::load(&config, &StageKind::ALL).await?;
+    if let Some(store) = &resources.store {
+        let users: Vec<ImportLine> =
+            (0..n.max(m)).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();
+        store.import("bench", &users).await?;
+    }
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;
     let flat_out = herald_run(&nats, n, 4096, "throughput").await;

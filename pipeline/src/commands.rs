@@ -18,12 +18,21 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     for change in report.changes.iter().filter(|c| !matches!(c.action, herald_nats::Action::Unchanged)) {
         eprintln!("{change}");
     }
-    let resources = Resources::load(config)?;
+    let resources = Resources::load(config, &StageKind::ALL).await?;
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
+    let api = match resources.store.clone() {
+        Some(store) if !config.api.listen.is_empty() => Some(start_api(config, store, connection.nats.clone(), &cancel).await?),
+        _ => None,
+    };
     let running = app::start(&connection.nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     eprintln!("Herald is up: {} stages on {}. Ctrl-C to stop.", running.stats.len(), config.nats_url().0);
-    let stats = running.wait(&cancel).await?;
+    let stats = running.wait(&cancel).await;
+    cancel.cancel();
+    if let Some(api) = api {
+        api.await??;
+    }
+    let stats = stats?;
     connection.nats.flush().await?;
     for (name, stats) in stats {
         tracing::info!(
@@ -38,16 +47,45 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the admin API in the background; the task ends when `cancel` fires.
+async fn start_api(
+    config: &Config,
+    store: crate::store::Store,
+    nats: herald_nats::Nats,
+    cancel: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(&config.api.listen).await.with_context(|| {
+        format!("cannot listen on {} for the admin API; change api.listen (empty turns the API off)", config.api.listen)
+    })?;
+    let token = config.api.token_or_generate()?;
+    if config.api.admin_token.is_none() {
+        eprintln!("Admin API on http://{}; its token is in {}.", listener.local_addr()?, config.api.token_file.display());
+    } else {
+        eprintln!("Admin API on http://{}.", listener.local_addr()?);
+    }
+    Ok(tokio::spawn(crate::api::serve(listener, store, nats, token, cancel.clone())))
+}
+
+/// `herald api`: only the admin API.
+pub async fn api(config: &Config) -> anyhow::Result<()> {
+    let connection = app::connect(config, false).await?;
+    let store = crate::store::Store::open(&config.store).await?;
+    let cancel = CancellationToken::new();
+    app::cancel_on_signals(cancel.clone());
+    start_api(config, store, connection.nats.clone(), &cancel).await?.await??;
+    Ok(())
+}
+
 /// `herald stage <name>`.
 pub async fn stage(config: &Config, names: &[StageKind], channels: Vec<Channel>) -> anyhow::Result<()> {
     let connection = app::connect(config, false).await?;
-    let resources = Resources::load(config)?;
-    let cancel = CancellationToken::new();
-    app::cancel_on_signals(cancel.clone());
-    let channels = (!channels.is_empty()).then_some(channels);
     let mut names = names.to_vec();
     names.sort();
     names.dedup();
+    let resources = Resources::load(config, &names).await?;
+    let cancel = CancellationToken::new();
+    app::cancel_on_signals(cancel.clone());
+    let channels = (!channels.is_empty()).then_some(channels);
     let running = app::start(&connection.nats, config, resources, &names, channels.as_deref(), &cancel).await?;
     running.wait(&cancel).await?;
     connection.nats.flush().await?;
@@ -75,7 +113,7 @@ pub struct SendArgs {
     tenant: String,
     /// A whole request as JSON, from a file or `-` for standard input; the other options are
     /// then not allowed.
-    #[arg(long, conflicts_with_all = ["template", "to", "email", "phone"])]
+    #[arg(long, conflicts_with_all = ["template", "to", "group", "email", "phone"])]
     file: Option<String>,
     /// Template id.
     #[arg(long, required_unless_present = "file")]
@@ -83,6 +121,9 @@ pub struct SendArgs {
     /// A user id to notify (repeatable).
     #[arg(long)]
     to: Vec<String>,
+    /// A group whose members to notify (repeatable).
+    #[arg(long)]
+    group: Vec<String>,
     /// An e-mail address to notify (repeatable).
     #[arg(long)]
     email: Vec<String>,
@@ -99,7 +140,7 @@ pub struct SendArgs {
     #[arg(long)]
     category: Option<String>,
     /// low, normal, high or critical.
-    #[arg(long, default_value = "normal", value_parser = crate::parse_priority)]
+    #[arg(long, default_value = "normal", value_parser = parse_priority)]
     priority: Priority,
     /// The producer's idempotency key.
     #[arg(long)]
@@ -125,6 +166,7 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
                 _ => bail!("--data must be a JSON object, e.g. '{{\"name\":\"Ada\"}}'"),
             };
             let mut recipients: Vec<Recipient> = args.to.iter().map(Recipient::user).collect();
+            recipients.extend(args.group.iter().map(|g| Recipient { group: Some(g.clone()), ..Recipient::default() }));
             recipients.extend(args.email.iter().map(|e| Recipient { email: Some(e.clone()), ..Recipient::default() }));
             recipients.extend(args.phone.iter().map(|p| Recipient { phone: Some(p.clone()), ..Recipient::default() }));
             let request = NotificationRequest {
@@ -196,4 +238,9 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("{name:<20} {messages:>10}");
     }
     Ok(())
+}
+
+/// Parses `low|normal|high|critical`.
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("`{s}` is not one of low, normal, high, critical"))
 }

@@ -2,6 +2,8 @@
 //!
 //! Every key is documented in `config/herald.example.toml`, which a test parses.
 
+use std::fmt;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use herald_enrich::EnrichConfig;
@@ -17,7 +19,9 @@ pub struct Config {
     pub nats: NatsConfig,
     pub topology: TopologyConfig,
     pub runner: RunnerConfig,
-    pub directory: DirectoryConfig,
+    pub store: crate::store::StoreConfig,
+    pub cache: crate::cache::CacheConfig,
+    pub api: crate::api::ApiConfig,
     pub templates: TemplatesConfig,
     pub render: RenderConfig,
     pub enrich: EnrichConfig,
@@ -43,12 +47,26 @@ impl Default for NatsConfig {
     }
 }
 
-/// The directory of users (a file until the store capability replaces it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DirectoryConfig {
-    /// A TOML file of `[[users]]`; unset means the built-in sample directory.
-    pub path: Option<PathBuf>,
+/// A secret: never printed, never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// The templates (a file until the templates capability replaces it).
@@ -132,6 +150,13 @@ mod tests {
     fn unknown_keys_are_refused_with_their_name() {
         let err = Config::from_toml("[nats]\nurll = \"nats://x\"").unwrap_err();
         assert!(err.to_string().contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::from_toml("[api]\nadmin_token = \"hunter2\"").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(config.api.admin_token.as_ref().map(Secret::expose), Some("hunter2"));
     }
 
     #[test]

@@ -11,14 +11,23 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, Resources, StageKind};
 use crate::config::Config;
 
-/// The sample requests the demo cycles through: most are fine, a few show what happens to a
-/// malformed request, an unknown user and a channel the deployment does not deliver.
+/// The sample directory, imported by the demo.
+pub const SAMPLE_DIRECTORY: &str = include_str!("../../config/directory.jsonl");
+
+/// The sample requests the demo cycles through: most are fine; a few show what happens to a
+/// malformed request, an unknown user, a channel the deployment does not deliver, a group, and
+/// users who opted out.
 fn sample(i: usize) -> serde_json::Value {
     let users = ["alice", "bob", "carol", "dave"];
     match i % 50 {
         17 => serde_json::json!({ "template": "welcome" }),
         33 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "mallory" }] }),
         41 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "bob" }], "channels": ["log", "sms"] }),
+        45 => {
+            serde_json::json!({ "template": "security_alert", "recipients": [{ "group": "staff" }], "data": { "device": "a new laptop", "at": "08:15" } })
+        }
+        47 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "carol" }], "category": "marketing" }),
+        49 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "erin" }] }),
         n if n % 3 == 0 => serde_json::json!({
             "template": "order_shipped",
             "recipients": [{ "user_id": users[i % 4] }],
@@ -48,7 +57,14 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
-    let running = app::start(nats, config, Resources::load(config)?, &StageKind::ALL, None, &cancel).await?;
+    let resources = Resources::load(config, &StageKind::ALL).await?;
+    if let Some(store) = &resources.store {
+        let (lines, errors) = crate::api::parse_jsonl(SAMPLE_DIRECTORY, 1);
+        anyhow::ensure!(errors.is_empty(), "the sample directory is invalid: {errors:?}");
+        store.import("acme", &lines).await?;
+        println!("Directory seeded with {} sample users of tenant acme (config/directory.jsonl).", lines.len());
+    }
+    let running = app::start(nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     println!("All {} stage consumers running in this process.", running.stats.len());
 
     // Follow the tracking stream from now on, so earlier runs' events are not counted.

@@ -1,18 +1,12 @@
 //! `herald`: the notification pipeline's command line.
 
-mod app;
-mod bench;
-mod commands;
-mod config;
-mod demo;
-mod directory;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_schemas::{Channel, Priority};
+use herald_schemas::Channel;
 
-use crate::app::StageKind;
+use herald::app::StageKind;
+use herald::{admin, bench, commands, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
 #[global_allocator]
@@ -54,6 +48,13 @@ enum Command {
         #[arg(long = "channel", value_name = "CHANNEL")]
         channels: Vec<Channel>,
     },
+
+    /// Run only the admin API (the directory: users, devices, preferences, groups, import).
+    Api,
+
+    /// Manage the directory through the admin API: users, devices, preferences, groups,
+    /// members, and JSONL import.
+    Directory(admin::DirectoryArgs),
 
     /// Create or update every stream, consumer, KV bucket and object store, and report drift.
     /// Safe to run any number of times.
@@ -113,7 +114,7 @@ enum EventsCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_filter = if matches!(cli.command, Command::Up | Command::Stage { .. }) { "info" } else { "warn" };
+    let default_filter = if matches!(cli.command, Command::Up | Command::Stage { .. } | Command::Api) { "info" } else { "warn" };
     let filter = cli.log.as_deref().unwrap_or(default_filter);
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -142,6 +143,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up => commands::up(&config).await,
         Command::Stage { names, channels } => commands::stage(&config, &names, channels).await,
+        Command::Api => commands::api(&config).await,
+        Command::Directory(args) => admin::run(&config, args).await,
         Command::Provision => commands::provision(&config).await,
         Command::Send(args) => commands::send(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
@@ -151,9 +154,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { count } => demo::run(&config, count).await,
         Command::Bench(args) => bench::run(&config, args).await,
     }
-}
-
-/// Parses `low|normal|high|critical`.
-fn parse_priority(s: &str) -> Result<Priority, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("`{s}` is not one of low, normal, high, critical"))
 }

@@ -57,7 +57,7 @@ pub enum Status {
     Deduplicated,
     /// A recipient could not be reached on a channel (no address, channel disabled).
     Skipped,
-    /// The recipient opted out of the channel or category.
+    /// The recipient opted out of the channel or category (or of everything).
     OptedOut,
     /// A delivery passed its `expires_at` before it could be sent.
     Expired,

@@ -10,7 +10,9 @@
 
 pub mod channel;
 pub mod delivery;
+pub mod directory;
 pub mod event;
+pub mod fanout;
 pub mod headers;
 pub mod ids;
 pub mod notification;
@@ -20,6 +22,7 @@ mod schema;
 pub use channel::Channel;
 pub use delivery::{Content, Delivery};
 pub use event::{Status, TrackEvent};
+pub use fanout::FanoutPage;
 pub use notification::Notification;
 pub use request::{NotificationRequest, Priority, Recipient, ValidationError};
 pub use schema::{SchemaFile, schema_files};

@@ -2,7 +2,8 @@
 
 use schemars::{JsonSchema, schema_for};
 
-use crate::{Delivery, Notification, NotificationRequest, TrackEvent};
+use crate::directory::ImportLine;
+use crate::{Delivery, FanoutPage, Notification, NotificationRequest, TrackEvent};
 
 /// One generated schema file.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub fn schema_files() -> Vec<SchemaFile> {
         file::<Notification>("notification.v1.schema.json"),
         file::<Delivery>("delivery.v1.schema.json"),
         file::<TrackEvent>("track-event.v1.schema.json"),
+        file::<FanoutPage>("fanout-page.v1.schema.json"),
+        file::<ImportLine>("import-line.v1.schema.json"),
     ]
 }
 

@@ -27,6 +27,9 @@ pub fn herald_bin() -> PathBuf {
     profile_dir.join("herald")
 }
 
+/// The admin token every test configures.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// One test's world: its own nats-server, its own directory for config and delivery records.
 pub struct TestEnv {
     pub server: NatsServer,
@@ -67,10 +70,16 @@ impl TestEnv {
     pub async fn on(server: NatsServer, url: &str, options: Options) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let deliveries = dir.path().join("deliveries");
+        let api_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = format!(
             r#"
 [nats]
 url = "{url}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+url = "http://127.0.0.1:{api_port}"
+admin_token = "{ADMIN_TOKEN}"
 
 [topology]
 max_deliveries = {max_deliveries}
@@ -128,6 +137,31 @@ log_dir = "{deliveries}"
             bail!("herald {args:?} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
         }
         Ok(stdout)
+    }
+
+    /// Imports the sample directory (`config/directory.jsonl`: alice, bob, carol, dave, erin;
+    /// groups `staff` and `beta`) into this test's store, before any process holds it.
+    pub async fn seed(&self) -> anyhow::Result<String> {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/directory.jsonl");
+        self.import(&sample, true).await
+    }
+
+    /// `herald directory import` of a JSONL file, offline (straight into the store) or through
+    /// the running API.
+    pub async fn import(&self, file: &Path, offline: bool) -> anyhow::Result<String> {
+        let file = file.to_string_lossy().into_owned();
+        let mut args = vec!["directory", "import", file.as_str()];
+        if offline {
+            args.push("--offline");
+        }
+        self.run(&args).await
+    }
+
+    /// The admin API's base URL for `tenant`.
+    pub fn api_url(&self, tenant: &str) -> anyhow::Result<String> {
+        let config = std::fs::read_to_string(&self.config_path)?;
+        let url = config.lines().find_map(|l| l.strip_prefix("url = \"http://")).context("api url")?.trim_end_matches('"');
+        Ok(format!("http://{url}/v1/tenants/{tenant}"))
     }
 
     /// Provisions the topology with `herald provision`.
@@ -267,6 +301,11 @@ impl Process {
         kill(self.pid()?, Signal::SIGTERM)?;
         let status = tokio::time::timeout(patience, self.child.wait()).await.context("herald did not exit after SIGTERM")??;
         Ok(status.success())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid_u32(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The process's log so far.

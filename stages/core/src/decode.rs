@@ -1,6 +1,6 @@
 //! Turning message bytes into a stage's input.
 
-use herald_schemas::{Delivery, Notification, TrackEvent};
+use herald_schemas::{Delivery, FanoutPage, Notification, TrackEvent};
 use serde::de::DeserializeOwned;
 
 /// A message body that is not a valid input for the stage: permanent, never retried.
@@ -24,6 +24,12 @@ fn json<T: DeserializeOwned>(type_name: &'static str, body: &[u8]) -> Result<T, 
 impl Decode for Notification {
     fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         json("Notification", body)
+    }
+}
+
+impl Decode for FanoutPage {
+    fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        json("FanoutPage", body)
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a stage asks the runner to publish.
 
-use herald_schemas::{Channel, Delivery, Notification, TrackEvent};
+use herald_schemas::{Channel, Delivery, FanoutPage, Notification, TrackEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -10,6 +10,8 @@ use crate::StageError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hop {
     Enrich,
+    /// The next page of a group fan-out.
+    Fanout,
     Render,
     Dedupe,
     Throttle,
@@ -34,6 +36,15 @@ impl Envelope for Notification {
     }
     fn key(&self) -> Uuid {
         self.notification_id
+    }
+}
+
+impl Envelope for FanoutPage {
+    fn tenant(&self) -> &str {
+        &self.notification.tenant
+    }
+    fn key(&self) -> Uuid {
+        self.id()
     }
 }
 

@@ -1,44 +1,45 @@
-//! Enrich: from "notify these recipients" to one delivery per (recipient, channel, address).
+//! Enrich and fanout: from "notify these recipients" to one delivery per (recipient, channel,
+//! address).
 //!
-//! In: a [`Notification`] from ingest.
-//! Out: one [`Delivery`] per reachable (recipient, channel, address) to render; for everything
-//! that cannot be reached, an event with the reason: `failed`/`unknown_recipient` for a user the
-//! directory does not know, `skipped`/`channel_disabled` for a channel this deployment does not
-//! deliver, `skipped`/`no_address` for a user without an address on the channel.
+//! **Enrich.** In: a [`Notification`] from ingest. Out: one [`Delivery`] per reachable
+//! (user, channel, device or address) to render; a [`FanoutPage`] for each group to fanout;
+//! and an event for everything that cannot be reached: `failed`/`unknown_recipient`,
+//! `opted_out` (`unsubscribed`, `channel_opt_out`, `category_opt_out`), `skipped`
+//! (`channel_disabled`, `no_address`).
+//!
+//! **Fanout.** In: a [`FanoutPage`]. Out: the deliveries of one page of the group's members,
+//! and the next page when there is one. A million members never sit in memory at once: a
+//! message holds at most `fanout_page` of them.
+//!
 //! Side effects: none (directory reads only).
-//! Invariants: delivery ids are derived from (notification, recipient, channel, address), so
-//! running enrich twice on one notification emits the same deliveries.
+//! Invariants: delivery ids are derived from (notification, recipient, channel, address), and a
+//! page's id from (notification, group, cursor). Running either stage twice on one message emits
+//! the same messages, so a crash in the middle of a fan-out resumes without duplicates, and a
+//! user reached both directly and through a group gets one delivery.
 
 use std::future::Future;
 
-use herald_schemas::{Channel, Delivery, Notification, Recipient, Status, ids};
+use herald_schemas::directory::{Contact, Platform};
+use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Recipient, Status, ids};
 use herald_stage::{EventBuilder, Hop, Meta, Outcome, PortError, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-/// A user of the directory, with what enrich needs to reach them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    pub id: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub email: Option<String>,
-    /// E.164.
-    #[serde(default)]
-    pub phone: Option<String>,
-    #[serde(default)]
-    pub locale: Option<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
-}
-
 /// Where recipients are looked up.
 pub trait Directory: Send + Sync + 'static {
-    fn user(&self, tenant: &str, id: &str) -> impl Future<Output = Result<Option<User>, PortError>> + Send;
+    /// The users among `ids` that exist, with their devices and preferences (in any order).
+    fn contacts(&self, tenant: &str, ids: &[String]) -> impl Future<Output = Result<Vec<Contact>, PortError>> + Send;
+
+    /// A page of a group's member ids in id order, strictly after `after`.
+    fn members(
+        &self,
+        tenant: &str,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
 }
 
-/// Which channels the deployment uses.
+/// Which channels the deployment uses, and how groups are paged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichConfig {
@@ -46,11 +47,13 @@ pub struct EnrichConfig {
     pub default_channels: Vec<Channel>,
     /// Channels this deployment can deliver; others are skipped with an event.
     pub enabled_channels: Vec<Channel>,
+    /// Group members expanded per fanout message.
+    pub fanout_page: usize,
 }
 
 impl Default for EnrichConfig {
     fn default() -> Self {
-        EnrichConfig { default_channels: vec![Channel::Log], enabled_channels: vec![Channel::Log] }
+        EnrichConfig { default_channels: vec![Channel::Log], enabled_channels: vec![Channel::Log], fanout_page: 500 }
     }
 }
 
@@ -67,24 +70,179 @@ impl<D: Directory> Enrich<D> {
     }
 }
 
-/// A resolved recipient: who, and how to reach them on each channel.
-struct Reachable {
-    key: String,
-    user: Option<User>,
+/// The fanout stage over a directory.
+#[derive(Debug)]
+pub struct Fanout<D> {
+    directory: D,
+    config: EnrichConfig,
 }
 
-impl Reachable {
-    fn address(&self, channel: Channel, recipient: &Recipient) -> Option<String> {
-        match (&self.user, channel) {
-            (_, Channel::Log) => Some(self.key.clone()),
-            (Some(user), Channel::Email) => user.email.clone(),
-            (Some(user), Channel::Sms | Channel::Voice) => user.phone.clone(),
-            (Some(_), _) => None,
-            (None, Channel::Email) => recipient.email.clone(),
-            (None, Channel::Sms | Channel::Voice) => recipient.phone.clone(),
-            (None, Channel::Webhook) => recipient.webhook.clone(),
-            (None, _) => None,
+impl<D: Directory> Fanout<D> {
+    pub fn new(directory: D, config: EnrichConfig) -> Self {
+        Fanout { directory, config }
+    }
+}
+
+/// Builds the deliveries and events of one notification, recipient by recipient.
+struct Resolver<'a> {
+    stage: &'static str,
+    meta: &'a Meta,
+    notification: &'a Notification,
+    config: &'a EnrichConfig,
+    outcome: Outcome,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(stage: &'static str, meta: &'a Meta, notification: &'a Notification, config: &'a EnrichConfig) -> Self {
+        Resolver { stage, meta, notification, config, outcome: Outcome::new() }
+    }
+
+    fn channels(&self) -> &'a [Channel] {
+        self.notification.request.channels.as_deref().unwrap_or(&self.config.default_channels)
+    }
+
+    fn event(
+        &mut self,
+        key: &str,
+        user: Option<&str>,
+        channel: Option<Channel>,
+        status: Status,
+        reason: &str,
+        detail: String,
+    ) -> Result<(), StageError> {
+        let subject = format!("{key}\0{}", channel.map(Channel::as_str).unwrap_or_default());
+        let event = EventBuilder::notification(self.stage, self.meta, self.notification, status)
+            .recipient(&subject, user, channel)
+            .reason(reason, detail)
+            .build();
+        self.outcome.push(Hop::Track, &event, None)
+    }
+
+    fn unknown_user(&mut self, id: &str) -> Result<(), StageError> {
+        let detail = format!("user `{id}` is not in tenant `{}`'s directory", self.notification.tenant);
+        self.event(&format!("user:{id}"), Some(id), None, Status::Failed, "unknown_recipient", detail)
+    }
+
+    /// A directory user: every channel, honouring preferences and skipping disabled devices.
+    fn user(&mut self, contact: &Contact) -> Result<(), StageError> {
+        let key = format!("user:{}", contact.user.id);
+        let category = self.notification.request.category.as_deref();
+        for &channel in self.channels() {
+            if !self.config.enabled_channels.contains(&channel) {
+                let detail = format!("channel `{channel}` is not enabled in this deployment");
+                self.event(&key, Some(&contact.user.id), Some(channel), Status::Skipped, "channel_disabled", detail)?;
+                continue;
+            }
+            if let Some(opt_out) = contact.preferences.opt_out(channel, category) {
+                let detail = match (opt_out, category) {
+                    (herald_schemas::directory::OptOut::Category, Some(category)) => format!("opted out of `{category}` on {channel}"),
+                    (herald_schemas::directory::OptOut::Channel, _) => format!("opted out of {channel}"),
+                    _ => "unsubscribed from everything".to_owned(),
+                };
+                self.event(&key, Some(&contact.user.id), Some(channel), Status::OptedOut, opt_out.reason(), detail)?;
+                continue;
+            }
+            let addresses = addresses(contact, channel);
+            if addresses.is_empty() {
+                let detail = format!("{key} has no {} for channel `{channel}`", what_address(channel));
+                self.event(&key, Some(&contact.user.id), Some(channel), Status::Skipped, "no_address", detail)?;
+                continue;
+            }
+            for address in addresses {
+                self.delivery(&key, Some(contact), channel, address)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Someone with no account: the channels that fit the address they were given.
+    fn direct(&mut self, recipient: &Recipient) -> Result<(), StageError> {
+        let key = recipient.key();
+        let mut reached = false;
+        for &channel in self.channels() {
+            let address = match channel {
+                Channel::Log => Some(key.clone()),
+                Channel::Email => recipient.email.clone(),
+                Channel::Sms | Channel::Voice => recipient.phone.clone(),
+                Channel::Webhook => recipient.webhook.clone(),
+                _ => None,
+            };
+            let Some(address) = address else { continue };
+            if !self.config.enabled_channels.contains(&channel) {
+                let detail = format!("channel `{channel}` is not enabled in this deployment");
+                self.event(&key, None, Some(channel), Status::Skipped, "channel_disabled", detail)?;
+                reached = true;
+                continue;
+            }
+            self.delivery(&key, None, channel, address)?;
+            reached = true;
+        }
+        if !reached {
+            let detail =
+                format!("none of the channels {:?} can reach {key}", self.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>());
+            self.event(&key, None, None, Status::Skipped, "no_address", detail)?;
+        }
+        Ok(())
+    }
+
+    fn delivery(&mut self, key: &str, contact: Option<&Contact>, channel: Channel, address: String) -> Result<(), StageError> {
+        let notification = self.notification;
+        let request = &notification.request;
+        let user = contact.map(|c| &c.user);
+        let delivery = Delivery {
+            v: herald_schemas::WIRE_VERSION,
+            delivery_id: ids::delivery_id(notification.notification_id, key, channel, &address),
+            notification_id: notification.notification_id,
+            tenant: notification.tenant.clone(),
+            user_id: user.map(|u| u.id.clone()),
+            channel,
+            address,
+            locale: user.and_then(|u| u.locale.clone()),
+            timezone: user.and_then(|u| u.timezone.clone()),
+            template: request.template.clone(),
+            data: request.data.clone(),
+            category: request.category.clone(),
+            priority: request.priority,
+            accepted_at: notification.accepted_at,
+            expires_at: request.expires_at,
+            content: None,
+        };
+        self.outcome.push(Hop::Render, &delivery, None)
+    }
+}
+
+/// Where a user can be reached on a channel: one address per active device for push channels.
+fn addresses(contact: &Contact, channel: Channel) -> Vec<String> {
+    let user = &contact.user;
+    let devices = |platforms: &[Platform]| -> Vec<String> {
+        contact
+            .devices
+            .iter()
+            .filter(|d| d.is_active() && platforms.contains(&d.platform))
+            .filter_map(|d| match d.platform {
+                Platform::Web => d.subscription.as_ref().and_then(|s| serde_json::to_string(s).ok()),
+                _ => d.token.clone(),
+            })
+            .collect()
+    };
+    match channel {
+        Channel::Log => vec![format!("user:{}", user.id)],
+        Channel::Email => user.email.iter().cloned().collect(),
+        Channel::Sms | Channel::Voice => user.phone.iter().cloned().collect(),
+        Channel::Push => devices(&[Platform::Ios, Platform::Android]),
+        Channel::WebPush => devices(&[Platform::Web]),
+        Channel::InApp => vec![user.id.clone()],
+        Channel::Webhook => Vec::new(),
+    }
+}
+
+fn what_address(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "e-mail address",
+        Channel::Sms | Channel::Voice => "phone number",
+        Channel::Push => "active ios or android device",
+        Channel::WebPush => "active web push subscription",
+        _ => "address",
     }
 }
 
@@ -93,151 +251,60 @@ impl<D: Directory> Stage for Enrich<D> {
     type Input = Notification;
 
     async fn process(&self, notification: Notification, meta: &Meta) -> Result<Outcome, StageError> {
-        let mut outcome = Outcome::new();
         let request = &notification.request;
-        let channels = request.channels.as_deref().unwrap_or(&self.config.default_channels);
+        let user_ids: Vec<String> = request.recipients.iter().filter_map(|r| r.user_id.clone()).collect();
+        let contacts = self.directory.contacts(&notification.tenant, &user_ids).await?;
+        let mut resolver = Resolver::new(Self::NAME, meta, &notification, &self.config);
         for recipient in &request.recipients {
-            let key = recipient.key();
-            let event = |status: Status, channel: Option<Channel>, reason: &str, detail: String| {
-                EventBuilder::notification(Self::NAME, meta, &notification, status)
-                    .recipient(
-                        &format!("{key}\0{}", channel.map(Channel::as_str).unwrap_or_default()),
-                        recipient.user_id.as_deref(),
-                        channel,
-                    )
-                    .reason(reason, detail)
-                    .build()
-            };
-            let reachable = if let Some(id) = &recipient.user_id {
-                match self.directory.user(&notification.tenant, id).await? {
-                    Some(user) => Reachable { key: key.clone(), user: Some(user) },
-                    None => {
-                        let detail = format!("user `{id}` is not in tenant `{}`'s directory", notification.tenant);
-                        outcome.push(Hop::Track, &event(Status::Failed, None, "unknown_recipient", detail), None)?;
-                        continue;
-                    }
+            if let Some(id) = &recipient.user_id {
+                match contacts.iter().find(|c| &c.user.id == id) {
+                    Some(contact) => resolver.user(contact)?,
+                    None => resolver.unknown_user(id)?,
                 }
             } else if let Some(group) = &recipient.group {
-                let detail = format!("group `{group}` cannot be expanded: this version's directory has no groups");
-                outcome.push(Hop::Track, &event(Status::Skipped, None, "groups_unsupported", detail), None)?;
-                continue;
-            } else {
-                Reachable { key: key.clone(), user: None }
-            };
-            for &channel in channels {
-                if !self.config.enabled_channels.contains(&channel) {
-                    let detail = format!("channel `{channel}` is not enabled in this deployment");
-                    outcome.push(Hop::Track, &event(Status::Skipped, Some(channel), "channel_disabled", detail), None)?;
-                    continue;
-                }
-                let Some(address) = reachable.address(channel, recipient) else {
-                    let detail = format!("{key} has no address for channel `{channel}`");
-                    outcome.push(Hop::Track, &event(Status::Skipped, Some(channel), "no_address", detail), None)?;
-                    continue;
-                };
-                let user = reachable.user.as_ref();
-                let delivery = Delivery {
+                let page = FanoutPage {
                     v: herald_schemas::WIRE_VERSION,
-                    delivery_id: ids::delivery_id(notification.notification_id, &key, channel, &address),
-                    notification_id: notification.notification_id,
-                    tenant: notification.tenant.clone(),
-                    user_id: recipient.user_id.clone(),
-                    channel,
-                    address,
-                    locale: user.and_then(|u| u.locale.clone()),
-                    timezone: user.and_then(|u| u.timezone.clone()),
-                    template: request.template.clone(),
-                    data: request.data.clone(),
-                    category: request.category.clone(),
-                    priority: request.priority,
-                    accepted_at: notification.accepted_at,
-                    expires_at: request.expires_at,
-                    content: None,
+                    notification: notification.clone(),
+                    group: group.clone(),
+                    after: None,
+                    page: 0,
                 };
-                outcome.push(Hop::Render, &delivery, None)?;
+                resolver.outcome.push(Hop::Fanout, &page, None)?;
+            } else {
+                resolver.direct(recipient)?;
             }
         }
-        Ok(outcome)
+        Ok(resolver.outcome)
+    }
+}
+
+impl<D: Directory> Stage for Fanout<D> {
+    const NAME: &'static str = "fanout";
+    type Input = FanoutPage;
+
+    async fn process(&self, page: FanoutPage, meta: &Meta) -> Result<Outcome, StageError> {
+        let tenant = &page.notification.tenant;
+        let size = self.config.fanout_page.max(1);
+        let members = self.directory.members(tenant, &page.group, page.after.as_deref(), size).await?;
+        let contacts = self.directory.contacts(tenant, &members).await?;
+        let mut resolver = Resolver::new(Self::NAME, meta, &page.notification, &self.config);
+        if members.is_empty() && page.page == 0 {
+            let detail = format!("group `{}` has no members in tenant `{tenant}`", page.group);
+            resolver.event(&format!("group:{}", page.group), None, None, Status::Skipped, "empty_group", detail)?;
+        }
+        for id in &members {
+            match contacts.iter().find(|c| &c.user.id == id) {
+                Some(contact) => resolver.user(contact)?,
+                None => resolver.unknown_user(id)?,
+            }
+        }
+        if members.len() == size {
+            let next = FanoutPage { after: members.last().cloned(), page: page.page + 1, ..page.clone() };
+            resolver.outcome.push(Hop::Fanout, &next, None)?;
+        }
+        Ok(resolver.outcome)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use herald_schemas::NotificationRequest;
-
-    use super::*;
-
-    struct Users(HashMap<String, User>);
-
-    impl Directory for Users {
-        async fn user(&self, _tenant: &str, id: &str) -> Result<Option<User>, PortError> {
-            Ok(self.0.get(id).cloned())
-        }
-    }
-
-    fn stage(config: EnrichConfig) -> Enrich<Users> {
-        let alice = User { id: "alice".into(), email: Some("alice@example.com".into()), locale: Some("ko-KR".into()), ..User::default() };
-        Enrich::new(Users(HashMap::from([("alice".to_owned(), alice)])), config)
-    }
-
-    fn notification(body: &str) -> Notification {
-        Notification {
-            v: 1,
-            notification_id: uuid::Uuid::from_u128(1),
-            tenant: "acme".into(),
-            accepted_at: jiff::Timestamp::UNIX_EPOCH,
-            request: NotificationRequest::parse(body.as_bytes()).unwrap(),
-        }
-    }
-
-    /// Runs enrich on `body` and returns (deliveries as `channel:address`, events as `status/reason`).
-    async fn check(config: EnrichConfig, body: &str, deliveries: &[&str], events: &[&str]) {
-        let out = stage(config).process(notification(body), &Meta::for_tests()).await.unwrap();
-        let got: Vec<String> = out.forwarded::<Delivery>(Hop::Render).iter().map(|d| format!("{}:{}", d.channel, d.address)).collect();
-        assert_eq!(got, deliveries, "deliveries for {body}");
-        let got: Vec<String> = out.events().iter().map(|e| format!("{}/{}", e.status, e.reason.as_deref().unwrap_or(""))).collect();
-        assert_eq!(got, events, "events for {body}");
-    }
-
-    #[tokio::test]
-    async fn resolution_table() {
-        let both = EnrichConfig { default_channels: vec![Channel::Log], enabled_channels: vec![Channel::Log, Channel::Email] };
-        check(EnrichConfig::default(), r#"{"template":"t","recipients":[{"user_id":"alice"}]}"#, &["log:user:alice"], &[]).await;
-        check(
-            both.clone(),
-            r#"{"template":"t","recipients":[{"user_id":"alice"}],"channels":["email","log","sms"]}"#,
-            &["email:alice@example.com", "log:user:alice"],
-            &["skipped/channel_disabled"],
-        )
-        .await;
-        check(EnrichConfig::default(), r#"{"template":"t","recipients":[{"user_id":"bob"}]}"#, &[], &["failed/unknown_recipient"]).await;
-        check(
-            both.clone(),
-            r#"{"template":"t","recipients":[{"email":"x@example.com"}],"channels":["email"]}"#,
-            &["email:x@example.com"],
-            &[],
-        )
-        .await;
-        check(
-            EnrichConfig { enabled_channels: vec![Channel::Log, Channel::Sms], ..EnrichConfig::default() },
-            r#"{"template":"t","recipients":[{"user_id":"alice"}],"channels":["sms"]}"#,
-            &[],
-            &["skipped/no_address"],
-        )
-        .await;
-        check(EnrichConfig::default(), r#"{"template":"t","recipients":[{"group":"staff"}]}"#, &[], &["skipped/groups_unsupported"]).await;
-    }
-
-    #[tokio::test]
-    async fn deliveries_are_deterministic_and_carry_the_user() {
-        let body = r#"{"template":"t","recipients":[{"user_id":"alice"}],"data":{"n":1}}"#;
-        let a = stage(EnrichConfig::default()).process(notification(body), &Meta::for_tests()).await.unwrap();
-        let b = stage(EnrichConfig::default()).process(notification(body), &Meta::for_tests()).await.unwrap();
-        let (a, b): (Vec<Delivery>, Vec<Delivery>) = (a.forwarded(Hop::Render), b.forwarded(Hop::Render));
-        assert_eq!(a[0].delivery_id, b[0].delivery_id);
-        assert_eq!(a[0].locale.as_deref(), Some("ko-KR"));
-        assert_eq!(a[0].data.get("n"), Some(&serde_json::json!(1)));
-    }
-}
+mod tests;

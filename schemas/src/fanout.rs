@@ -1,0 +1,37 @@
+//! A page of a group fan-out: what enrich hands to the fanout stage, and fanout to itself.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Notification;
+
+/// "Deliver `notification` to the members of `group` that come after `after`." Fanout handles
+/// one page per message and forwards the next page, so a group of any size is expanded in
+/// bounded memory, and a crash resumes at the page it was on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "FanoutPage", extend("$id" = "urn:herald:schema:v1:fanout-page"))]
+pub struct FanoutPage {
+    /// Wire version.
+    #[serde(default = "crate::wire_version")]
+    pub v: u32,
+    pub notification: Notification,
+    /// The group (or topic) id.
+    pub group: String,
+    /// The last member id of the previous page; absent for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// 0 for the first page.
+    pub page: u32,
+}
+
+impl FanoutPage {
+    /// The page's deterministic id: the same page of the same notification always has it.
+    pub fn id(&self) -> Uuid {
+        Uuid::new_v5(
+            &self.notification.notification_id,
+            format!("fanout\0{}\0{}", self.group, self.after.as_deref().unwrap_or("")).as_bytes(),
+        )
+    }
+}
