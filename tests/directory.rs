@@ -140,6 +140,7 @@ async fn a_hundred_thousand_member_group_fans_out_exactly_once_in_bounded_memory
     drop(file);
     let imported = env.import(&path, true).await?;
     assert!(imported.contains(&format!("imported {MEMBERS} users; 0 lines rejected")), "{imported}");
+    env.push_sample_templates().await?;
 
     env.publish("acme", serde_json::json!({ "template": "welcome", "recipients": [{ "group": "everyone" }], "data": {} }).to_string())
         .await?;

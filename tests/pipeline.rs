@@ -34,9 +34,14 @@ async fn a_request_yields_a_sent_event_and_one_record_per_recipient() -> anyhow:
     let mut users: Vec<_> = records.iter().map(|r| r["user_id"].as_str().unwrap_or_default().to_owned()).collect();
     users.sort();
     assert_eq!(users, ["alice", "bob", "carol"]);
-    let alice = records.iter().find(|r| r["user_id"] == "alice").expect("alice's record");
-    assert_eq!(alice["parts"]["title"], "Order A-1 has shipped");
-    assert_eq!(alice["parts"]["body"], "2 items on the way; arriving Friday.");
+    // Bob (en-US) gets the default locale; Alice (ko-KR) the `ko` one, by fallback.
+    let record = |user: &str| records.iter().find(|r| r["user_id"] == user).cloned().expect("a record");
+    let bob = record("bob");
+    assert_eq!(bob["parts"]["title"], "Order A-1 has shipped");
+    assert_eq!(bob["parts"]["body"], "2 items on the way; arriving Friday.");
+    let alice = record("alice");
+    assert_eq!(alice["parts"]["title"], "주문 A-1 발송 완료");
+    assert_eq!((alice["locale"].as_str(), alice["template_version"].as_u64()), (Some("ko"), Some(1)));
     up.terminate(PATIENCE).await?;
     Ok(())
 }

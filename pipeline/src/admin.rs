@@ -165,14 +165,14 @@ enum GroupCommand {
 }
 
 /// A client of the admin API.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Secret,
 }
 
 impl Client {
-    fn new(config: &Config, tenant: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config, tenant: &str) -> anyhow::Result<Self> {
         Ok(Client {
             http: reqwest::Client::builder().build()?,
             base: format!("{}/v1/tenants/{tenant}", config.api.url.trim_end_matches('/')),
@@ -180,7 +180,7 @@ impl Client {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<RequestBody>) -> anyhow::Result<Option<Value>> {
+    pub(crate) async fn send(&self, method: Method, path: &str, body: Option<RequestBody>) -> anyhow::Result<Option<Value>> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(self.token.expose());
         request = match body {
@@ -205,12 +205,12 @@ impl Client {
     }
 }
 
-enum RequestBody {
+pub(crate) enum RequestBody {
     Json(Value),
     Text(String),
 }
 
-fn print(value: Option<Value>) -> anyhow::Result<()> {
+pub(crate) fn print(value: Option<Value>) -> anyhow::Result<()> {
     match value {
         Some(value) => println!("{}", serde_json::to_string_pretty(&value)?),
         None => println!("done"),

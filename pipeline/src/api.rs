@@ -14,11 +14,20 @@
 //! | GET | `/groups/{group}/members?after=&limit=` | `{"users": [ids]}` |
 //! | DELETE | `/groups/{group}/members/{user}` | |
 //! | POST | `/import?first_line=1` | JSONL of `ImportLine`s / `{imported, errors: [{line, code, detail}]}` |
+//! | GET | `/templates` | `[{id, latest, description, updated_at}]` |
+//! | PUT | `/templates/{id}?dry_run=true` | `TemplateSpec` / `{id, version, created, warnings}` |
+//! | GET | `/templates/{id}?version=N` | `TemplateVersion` (latest by default) |
+//! | GET | `/templates/{id}/versions` | `[{version, published_at}]` |
+//! | POST | `/templates/{id}/preview` | `{data?, locale?, channels?, timezone?, platform?, version?}` / rendered parts per channel |
 //!
-//! Errors are `{"error": {"code", "message"}}` with 400 (invalid), 401, 404 or 503 (store down).
-//! Every change is announced on `<prefix>.directory.changed.<tenant>` so every cache evicts it.
+//! Errors are `{"error": {"code", "message"}}` with 400 (invalid), 401, 404, 422 (a template
+//! that does not compile or render with its sample data: `problems` lists each with its locale,
+//! channel, part, line and column) or 503 (store down). Every change is announced on
+//! `<prefix>.directory.changed.<tenant>` (a user id, `*`, or `template/<id>`) so every cache
+//! evicts it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::StatusCode;
@@ -27,14 +36,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use herald_nats::Nats;
-use herald_schemas::ValidationError;
+use herald_render::Engine;
 use herald_schemas::directory::{Device, Group, ImportLine, Preferences, User, check_id};
+use herald_schemas::{TemplateSpec, TemplateVersion, ValidationError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::TEMPLATE_CHANGE_PREFIX;
 use crate::config::Secret;
 use crate::store::{Store, StoreError};
+use crate::templates::PreviewRequest;
 
 /// The admin API's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +116,8 @@ struct AppState {
     store: Store,
     nats: Nats,
     token: Secret,
+    /// Checks and previews templates.
+    engine: Arc<Engine>,
 }
 
 /// Serves the API on `listener` until `cancel` fires.
@@ -112,9 +126,10 @@ pub async fn serve(
     store: Store,
     nats: Nats,
     token: Secret,
+    engine: Arc<Engine>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = AppState { store, nats, token };
+    let state = AppState { store, nats, token, engine };
     let tenant = Router::new()
         .route("/users/{user}", put(put_user).get(get_user).delete(delete_user))
         .route("/users/{user}/devices", get(list_devices))
@@ -123,7 +138,11 @@ pub async fn serve(
         .route("/groups/{group}", put(put_group).get(get_group).delete(delete_group))
         .route("/groups/{group}/members", post(add_members).get(list_members))
         .route("/groups/{group}/members/{user}", axum::routing::delete(remove_member))
-        .route("/import", post(import));
+        .route("/import", post(import))
+        .route("/templates", get(list_templates))
+        .route("/templates/{id}", put(put_template).get(get_template))
+        .route("/templates/{id}/versions", get(template_versions))
+        .route("/templates/{id}/preview", post(preview_template));
     let app = Router::new()
         .nest("/v1/tenants/{tenant}", tenant)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -151,11 +170,17 @@ struct ApiError {
     status: StatusCode,
     code: String,
     message: String,
+    /// A whole answer body, for errors with more than a code and message.
+    body: Option<Value>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_owned(), message: message.into() }
+        ApiError { status, code: code.to_owned(), message: message.into(), body: None }
+    }
+
+    fn with_body(status: StatusCode, body: Value) -> Self {
+        ApiError { status, code: String::new(), message: String::new(), body: Some(body) }
     }
 
     fn not_found(what: &str, id: &str) -> Self {
@@ -165,7 +190,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+        let body = self.body.unwrap_or_else(|| json!({ "error": { "code": self.code, "message": self.message } }));
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -361,6 +387,89 @@ async fn import(
     s.store.import(&tenant, &lines).await?;
     changed(&s, &tenant, None).await;
     Ok(Json(ImportReport { imported: lines.len(), errors }))
+}
+
+#[derive(Debug, Deserialize)]
+struct PutTemplateQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Checks an upload (compiles every part, renders every channel with the sample data) and
+/// publishes it as a new version unless it equals the latest.
+async fn put_template(
+    State(s): State<AppState>,
+    UrlPath((tenant, id)): UrlPath<(String, String)>,
+    Query(query): Query<PutTemplateQuery>,
+    Json(body): Json<Value>,
+) -> Answer<Json<Value>> {
+    check_id("tenant", &tenant)?;
+    let spec: TemplateSpec = with_id(body, &id)?;
+    let warnings = match s.engine.check(&spec) {
+        Ok(warnings) => warnings,
+        Err(problems) => {
+            let message = format!("template `{id}` has {} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+            let body = json!({ "error": { "code": "invalid_template", "message": message, "problems": problems } });
+            return Err(ApiError::with_body(StatusCode::UNPROCESSABLE_ENTITY, body));
+        }
+    };
+    if query.dry_run {
+        return Ok(Json(json!({ "id": id, "checked": true, "warnings": warnings })));
+    }
+    let published = s.store.publish_template(&tenant, &spec).await?;
+    if published.created {
+        changed(&s, &tenant, Some(&format!("{TEMPLATE_CHANGE_PREFIX}{id}"))).await;
+    }
+    Ok(Json(json!({ "id": id, "version": published.version, "created": published.created, "warnings": warnings })))
+}
+
+async fn list_templates(State(s): State<AppState>, UrlPath(tenant): UrlPath<String>) -> Answer<Json<Value>> {
+    Ok(Json(serde_json::to_value(s.store.templates(&tenant).await?).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionQuery {
+    version: Option<u32>,
+}
+
+async fn find_version(s: &AppState, tenant: &str, id: &str, version: Option<u32>) -> Answer<TemplateVersion> {
+    let found = match version {
+        Some(v) => s.store.template_version(tenant, id, v).await?,
+        None => s.store.template_versions(tenant, id).await?.pop(),
+    };
+    found.ok_or_else(|| match version {
+        Some(v) => ApiError::not_found("template version", &format!("{id} v{v}")),
+        None => ApiError::not_found("template", id),
+    })
+}
+
+async fn get_template(
+    State(s): State<AppState>,
+    UrlPath((tenant, id)): UrlPath<(String, String)>,
+    Query(query): Query<VersionQuery>,
+) -> Answer<Json<TemplateVersion>> {
+    Ok(Json(find_version(&s, &tenant, &id, query.version).await?))
+}
+
+async fn template_versions(State(s): State<AppState>, UrlPath((tenant, id)): UrlPath<(String, String)>) -> Answer<Json<Value>> {
+    let index = s.store.template_index(&tenant, &id).await?;
+    if index.is_empty() {
+        return Err(ApiError::not_found("template", &id));
+    }
+    Ok(Json(Value::Array(index.into_iter().map(|(v, at)| json!({ "version": v, "published_at": at })).collect())))
+}
+
+async fn preview_template(
+    State(s): State<AppState>,
+    UrlPath((tenant, id)): UrlPath<(String, String)>,
+    Json(request): Json<PreviewRequest>,
+) -> Answer<Json<Value>> {
+    let version = find_version(&s, &tenant, &id, request.version).await?;
+    let engine = s.engine.clone();
+    let answer = tokio::task::spawn_blocking(move || crate::templates::preview(&engine, &version, &request))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "preview_failed", e.to_string()))?;
+    Ok(Json(answer))
 }
 
 /// Parses and validates JSONL; blank lines are skipped. Returns the good lines and, for every

@@ -12,7 +12,7 @@ use herald_enrich::{Enrich, Fanout};
 use herald_ingest::Ingest;
 use herald_nats::server::{NatsServer, ServerOptions};
 use herald_nats::{Nats, StageStats, Topology};
-use herald_render::{Render, TemplateSet};
+use herald_render::{NoTracking, Render};
 use herald_schemas::Channel;
 use herald_stage::Stage;
 use herald_throttle::Throttle;
@@ -21,12 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cache::CachedDirectory;
+use crate::cache::{CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_PREFIX};
 use crate::config::Config;
 use crate::store::Store;
-
-/// The built-in sample templates.
-pub const SAMPLE_TEMPLATES: &str = include_str!("../../config/templates.toml");
 
 /// A stage, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -53,9 +50,9 @@ impl StageKind {
         StageKind::Track,
     ];
 
-    /// Whether the stage reads the directory.
+    /// Whether the stage reads the store (the directory or the templates).
     pub fn needs_store(self) -> bool {
-        matches!(self, StageKind::Enrich | StageKind::Fanout)
+        matches!(self, StageKind::Enrich | StageKind::Fanout | StageKind::Render)
     }
 }
 
@@ -88,26 +85,16 @@ pub async fn connect(config: &Config, embedded_allowed: bool) -> anyhow::Result<
 /// What the stages read besides NATS.
 #[derive(Debug, Clone)]
 pub struct Resources {
-    /// The directory, when a stage of this process needs it.
+    /// The directory and templates, when a stage of this process needs them.
     pub store: Option<Store>,
-    pub templates: TemplateSet,
 }
 
 impl Resources {
-    /// Opens the store (when `which` needs it) and loads the templates.
+    /// Opens the store when `which` needs it.
     pub async fn load(config: &Config, which: &[StageKind]) -> anyhow::Result<Self> {
         let store = if which.iter().any(|k| k.needs_store()) { Some(Store::open(&config.store).await?) } else { None };
-        Ok(Resources { store, templates: load_templates(config)? })
+        Ok(Resources { store })
     }
-}
-
-/// The templates the config names, or the samples.
-pub fn load_templates(config: &Config) -> anyhow::Result<TemplateSet> {
-    let text = match &config.templates.path {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read templates file {}", path.display()))?,
-        None => SAMPLE_TEMPLATES.to_owned(),
-    };
-    toml::from_str(&text).context("the templates file is invalid")
 }
 
 /// Counters of every running stage, by consumer name.
@@ -158,22 +145,32 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let mut running = Running { tasks: JoinSet::new(), stats: Stats::new() };
     let topology = nats.topology().clone();
-    // One cache for the process, in front of the store, evicted by directory-change messages.
-    let directory = match &resources.store {
+    // One cache of contacts and one of templates for the process, in front of the store,
+    // evicted by change messages: a user id, `*` for the whole tenant, or `template/<id>`.
+    let caches = match &resources.store {
         Some(store) => {
-            let cache = CachedDirectory::new(store.clone(), &config.cache);
+            let contacts = CachedDirectory::new(store.clone(), &config.cache);
+            let templates = CachedTemplates::new(store.clone(), &config.cache);
             let mut changes = Box::pin(nats.directory_changes().await?);
-            let evict = cache.clone();
+            let (evict_contacts, evict_templates) = (contacts.clone(), templates.clone());
             tokio::spawn(async move {
-                while let Some((tenant, user)) = futures::StreamExt::next(&mut changes).await {
-                    evict.invalidate(&tenant, user.as_deref());
+                while let Some((tenant, what)) = futures::StreamExt::next(&mut changes).await {
+                    match what.as_deref().map(|w| w.strip_prefix(TEMPLATE_CHANGE_PREFIX).ok_or(w)) {
+                        Some(Ok(template)) => evict_templates.invalidate(&tenant, Some(template)),
+                        Some(Err(user)) => evict_contacts.invalidate(&tenant, Some(user)),
+                        None => {
+                            evict_contacts.invalidate(&tenant, None);
+                            evict_templates.invalidate(&tenant, None);
+                        }
+                    }
                 }
             });
-            Some(cache)
+            Some((contacts, templates))
         }
         None => None,
     };
-    let directory = || directory.clone().context("the directory store is not open in this process");
+    let directory = || caches.as_ref().map(|c| c.0.clone()).context("the store is not open in this process");
+    let templates = || caches.as_ref().map(|c| c.1.clone()).context("the store is not open in this process");
     for kind in which {
         match kind {
             StageKind::Ingest => {
@@ -181,15 +178,16 @@ pub async fn start(
                 spawn(&mut running, nats, config, Ingest::new(kv), None, cancel);
             }
             StageKind::Enrich => {
-                let enrich = Enrich::new(directory()?, config.enrich.clone());
+                let enrich = Enrich::new(directory()?, templates()?, config.enrich.clone());
                 spawn(&mut running, nats, config, enrich, None, cancel);
             }
             StageKind::Fanout => {
-                let fanout = Fanout::new(directory()?, config.enrich.clone());
+                let fanout = Fanout::new(directory()?, templates()?, config.enrich.clone());
                 spawn(&mut running, nats, config, fanout, None, cancel);
             }
             StageKind::Render => {
-                let render = Render::new(resources.templates.clone(), config.render.clone())?;
+                // Tracked links and unsubscribe URLs come with the tracking service.
+                let render = Render::new(templates()?, config.render.clone(), Arc::new(NoTracking));
                 spawn(&mut running, nats, config, render, None, cancel);
             }
             StageKind::Dedupe => {

@@ -66,6 +66,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         let users: Vec<ImportLine> =
             (0..n.max(m)).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();
         store.import("bench", &users).await?;
+        crate::templates::publish_samples(store, &config, "bench").await?;
     }
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;

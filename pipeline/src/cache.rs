@@ -4,7 +4,8 @@
 //! most recent `capacity` contacts for at most `ttl`. Every change through the admin API evicts
 //! the changed user in every process: the API publishes the change on
 //! `<prefix>.directory.changed.<tenant>` and each process's cache listens. The TTL bounds how
-//! stale an entry can be if such a message is ever missed.
+//! stale an entry can be if such a message is ever missed. Templates are cached the same way
+//! ([`CachedTemplates`]).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -12,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use herald_enrich::Directory;
 use herald_schemas::directory::Contact;
-use herald_stage::PortError;
+use herald_schemas::{TemplateVersion, Timestamp};
+use herald_stage::{PortError, TemplateSource, version_at};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
 
 /// The cache's limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +120,96 @@ impl<D: Directory> Directory for CachedDirectory<D> {
     }
 }
 
+/// Template lookups in front of the store. Versions are immutable and kept (bounded, LRU)
+/// without expiry; which versions a template has is kept for the TTL and evicted by the
+/// `template/<id>` change message the API sends on publish.
+#[derive(Clone)]
+pub struct CachedTemplates {
+    store: Store,
+    versions: Shared<LruCache<(String, String, u32), Arc<TemplateVersion>>>,
+    indexes: Shared<LruCache<(String, String), (Instant, Index)>>,
+    ttl: Duration,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+/// When each version of a template was published.
+type Index = Vec<(u32, Timestamp)>;
+
+impl std::fmt::Debug for CachedTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedTemplates").field("ttl", &self.ttl).finish()
+    }
+}
+
+/// The change message payload that announces a template publish.
+pub const TEMPLATE_CHANGE_PREFIX: &str = "template/";
+
+impl CachedTemplates {
+    pub fn new(store: Store, config: &CacheConfig) -> Self {
+        let capacity = NonZeroUsize::new(config.capacity.clamp(1, 4096)).unwrap_or(NonZeroUsize::MIN);
+        CachedTemplates {
+            store,
+            versions: Arc::new(Mutex::new(LruCache::new(capacity))),
+            indexes: Arc::new(Mutex::new(LruCache::new(capacity))),
+            ttl: config.ttl,
+        }
+    }
+
+    /// Forgets which versions `id` has (after a publish), or every template's of the tenant.
+    pub fn invalidate(&self, tenant: &str, id: Option<&str>) {
+        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        match id {
+            Some(id) => {
+                indexes.pop(&(tenant.to_owned(), id.to_owned()));
+            }
+            None => {
+                let keys: Vec<_> = indexes.iter().filter(|((t, _), _)| t == tenant).map(|(k, _)| k.clone()).collect();
+                for key in keys {
+                    indexes.pop(&key);
+                }
+            }
+        }
+    }
+
+    async fn index(&self, tenant: &str, id: &str) -> Result<Vec<(u32, Timestamp)>, PortError> {
+        let key = (tenant.to_owned(), id.to_owned());
+        if let Some((at, index)) = self.indexes.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(index.clone());
+        }
+        let index = self.store.template_index(tenant, id).await.map_err(template_error)?;
+        self.indexes.lock().unwrap_or_else(|e| e.into_inner()).put(key, (Instant::now(), index.clone()));
+        Ok(index)
+    }
+}
+
+fn template_error(error: crate::store::StoreError) -> PortError {
+    PortError { store: "template store".into(), detail: error.to_string() }
+}
+
+impl TemplateSource for CachedTemplates {
+    async fn resolve(&self, tenant: &str, id: &str, at: Timestamp) -> Result<Option<Arc<TemplateVersion>>, PortError> {
+        let index = self.index(tenant, id).await?;
+        match version_at(index.iter().copied(), at) {
+            Some(version) => self.version(tenant, id, version).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn version(&self, tenant: &str, id: &str, version: u32) -> Result<Option<Arc<TemplateVersion>>, PortError> {
+        let key = (tenant.to_owned(), id.to_owned(), version);
+        if let Some(hit) = self.versions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(found) = self.store.template_version(tenant, id, version).await.map_err(template_error)? else { return Ok(None) };
+        let found = Arc::new(found);
+        self.versions.lock().unwrap_or_else(|e| e.into_inner()).put(key, found.clone());
+        Ok(Some(found))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -186,5 +280,27 @@ mod tests {
         cache.contacts("acme", &ids(&["a"])).await.unwrap();
         cache.contacts("acme", &ids(&["a"])).await.unwrap();
         assert_eq!(inner.lookups.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn template_versions_are_cached_and_a_publish_is_seen_after_invalidation() {
+        let store = Store::open(&crate::store::StoreConfig { url: "mem://".into(), ..Default::default() }).await.unwrap();
+        let spec = |body: &str| -> herald_schemas::TemplateSpec {
+            serde_json::from_value(serde_json::json!({ "id": "t", "locales": { "default": { "sms": { "body": body } } } })).unwrap()
+        };
+        let cache = CachedTemplates::new(store.clone(), &CacheConfig::default());
+        assert!(cache.resolve("acme", "t", Timestamp::now()).await.unwrap().is_none(), "no template yet");
+        store.publish_template("acme", &spec("one")).await.unwrap();
+        assert!(cache.resolve("acme", "t", Timestamp::now()).await.unwrap().is_none(), "the negative answer is cached");
+        cache.invalidate("acme", Some("t"));
+        assert_eq!(cache.resolve("acme", "t", Timestamp::now()).await.unwrap().unwrap().version, 1);
+        let again = store.publish_template("acme", &spec("one")).await.unwrap();
+        assert!(!again.created, "an unchanged upload is not a new version");
+        store.publish_template("acme", &spec("two")).await.unwrap();
+        cache.invalidate("acme", None);
+        let now = cache.resolve("acme", "t", Timestamp::now()).await.unwrap().unwrap();
+        assert_eq!((now.version, now.spec.locales["default"][&herald_schemas::Channel::Sms]["body"].as_str()), (2, "two"));
+        let v1 = cache.version("acme", "t", 1).await.unwrap().unwrap();
+        assert_eq!(v1.spec.locales["default"][&herald_schemas::Channel::Sms]["body"], "one", "versions never change");
     }
 }

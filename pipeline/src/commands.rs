@@ -63,7 +63,8 @@ async fn start_api(
     } else {
         eprintln!("Admin API on http://{}.", listener.local_addr()?);
     }
-    Ok(tokio::spawn(crate::api::serve(listener, store, nats, token, cancel.clone())))
+    let engine = std::sync::Arc::new(herald_render::Engine::new(config.render.clone(), std::sync::Arc::new(herald_render::NoTracking)));
+    Ok(tokio::spawn(crate::api::serve(listener, store, nats, token, engine, cancel.clone())))
 }
 
 /// `herald api`: only the admin API.

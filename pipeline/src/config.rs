@@ -22,7 +22,6 @@ pub struct Config {
     pub store: crate::store::StoreConfig,
     pub cache: crate::cache::CacheConfig,
     pub api: crate::api::ApiConfig,
-    pub templates: TemplatesConfig,
     pub render: RenderConfig,
     pub enrich: EnrichConfig,
     pub deliver: DeliverConfig,
@@ -67,14 +66,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
-}
-
-/// The templates (a file until the templates capability replaces it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TemplatesConfig {
-    /// A TOML file of `[template] part = "source"` tables; unset means the built-in samples.
-    pub path: Option<PathBuf>,
 }
 
 /// Providers.

@@ -63,6 +63,10 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
         anyhow::ensure!(errors.is_empty(), "the sample directory is invalid: {errors:?}");
         store.import("acme", &lines).await?;
         println!("Directory seeded with {} sample users of tenant acme (config/directory.jsonl).", lines.len());
+        for published in crate::templates::publish_samples(store, config, "acme").await? {
+            let what = if published.created { "published" } else { "unchanged" };
+            println!("Template {} version {} ({what}; config/templates/{}).", published.id, published.version, published.id);
+        }
     }
     let running = app::start(nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     println!("All {} stage consumers running in this process.", running.stats.len());

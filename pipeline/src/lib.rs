@@ -10,3 +10,4 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod store;
+pub mod templates;

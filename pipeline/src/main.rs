@@ -49,12 +49,17 @@ enum Command {
         channels: Vec<Channel>,
     },
 
-    /// Run only the admin API (the directory: users, devices, preferences, groups, import).
+    /// Run only the admin API (the directory: users, devices, preferences, groups, import; and
+    /// templates).
     Api,
 
     /// Manage the directory through the admin API: users, devices, preferences, groups,
     /// members, and JSONL import.
     Directory(admin::DirectoryArgs),
+
+    /// Templates: check and publish a directory of them as new immutable versions, list, show,
+    /// and preview with sample data.
+    Templates(herald::templates::TemplatesArgs),
 
     /// Create or update every stream, consumer, KV bucket and object store, and report drift.
     /// Safe to run any number of times.
@@ -145,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stage { names, channels } => commands::stage(&config, &names, channels).await,
         Command::Api => commands::api(&config).await,
         Command::Directory(args) => admin::run(&config, args).await,
+        Command::Templates(args) => herald::templates::run(&config, args).await,
         Command::Provision => commands::provision(&config).await,
         Command::Send(args) => commands::send(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
@@ -153,5 +159,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => commands::status(&config, json).await,
         Command::Demo { count } => demo::run(&config, count).await,
         Command::Bench(args) => bench::run(&config, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand's arguments are consistent (clap checks names, conflicts and help).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -10,8 +10,8 @@
 
 use std::path::PathBuf;
 
-use herald_schemas::ValidationError;
 use herald_schemas::directory::{Contact, Device, Group, ImportLine, Preferences, User, check_id};
+use herald_schemas::{TemplateSpec, TemplateVersion, Timestamp, ValidationError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -64,7 +64,10 @@ impl StoreError {
 }
 
 /// The schema, in order. A migration is never edited once released: add a new one.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "directory", include_str!("../migrations/0001_directory.surql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "directory", include_str!("../migrations/0001_directory.surql")),
+    (2, "templates", include_str!("../migrations/0002_templates.surql")),
+];
 
 /// Rows per statement for bulk writes.
 const BATCH: usize = 500;
@@ -150,7 +153,10 @@ impl Store {
             }
         }
         let mut response = query.await.map_err(|e| StoreError::query(what, e))?;
-        let errors = response.take_errors();
+        // In a failed transaction every statement reports an error; the one to show is the
+        // statement that failed, not the others' "not executed".
+        let mut errors: Vec<(usize, surrealdb::Error)> = response.take_errors().into_iter().collect();
+        errors.sort_by_key(|(i, e)| (e.to_string().contains("not executed due to a failed transaction"), *i));
         if let Some((_, error)) = errors.into_iter().next() {
             return Err(StoreError::query(what, error));
         }
@@ -306,6 +312,105 @@ impl Store {
     }
 }
 
+/// What publishing a template did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub id: String,
+    pub version: u32,
+    /// False when the upload equals the latest version, which then stays current.
+    pub created: bool,
+}
+
+/// A template in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateSummary {
+    pub id: String,
+    pub latest: u32,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Deserialize)]
+struct VersionRow {
+    version: u32,
+    published_at: String,
+    spec: String,
+}
+
+impl VersionRow {
+    fn parse(self) -> Result<TemplateVersion, StoreError> {
+        let published_at = self.published_at.parse().map_err(|e| StoreError::query("read template", e))?;
+        let spec = serde_json::from_str(&self.spec).map_err(|e| StoreError::query("read template", e))?;
+        Ok(TemplateVersion { version: self.version, published_at, spec })
+    }
+}
+
+impl Store {
+    /// Publishes `spec` as a new version of its template, unless it equals the latest version.
+    /// The caller has checked it (see `herald_render::Engine::check`).
+    pub async fn publish_template(&self, tenant: &str, spec: &TemplateSpec) -> Result<Published, StoreError> {
+        check_id("tenant", tenant)?;
+        spec.validate()?;
+        let latest = self.template_versions(tenant, &spec.id).await?.pop();
+        if let Some(latest) = &latest
+            && latest.spec == *spec
+        {
+            return Ok(Published { id: spec.id.clone(), version: latest.version, created: false });
+        }
+        let version = latest.map_or(1, |l| l.version + 1);
+        let now = jiff::Timestamp::now().to_string();
+        // CREATE fails when the version exists: two concurrent publishers cannot both win.
+        let sql = "BEGIN TRANSACTION;
+            CREATE type::record('template_version', [$t, $id, $v]) SET tenant = $t, template_id = $id, version = $v,
+                published_at = $now, spec = $spec RETURN NONE;
+            UPSERT type::record('template', [$t, $id]) SET tenant = $t, template_id = $id, latest = $v,
+                description = $description, updated_at = $now RETURN NONE;
+            COMMIT TRANSACTION;";
+        let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::query("publish template", e))?;
+        let mut vars = json!({ "t": tenant, "id": spec.id, "v": version, "now": now, "spec": spec_json });
+        if let Some(description) = &spec.description {
+            vars["description"] = json!(description);
+        }
+        self.run("publish template", sql, vars).await?;
+        Ok(Published { id: spec.id.clone(), version, created: true })
+    }
+
+    /// Every version of a template, oldest first.
+    pub async fn template_versions(&self, tenant: &str, id: &str) -> Result<Vec<TemplateVersion>, StoreError> {
+        let sql = "SELECT version, published_at, spec FROM template_version:[$t, $id, 0]..=[$t, $id, 2147483647] ORDER BY version";
+        let rows: Vec<VersionRow> = self.rows("read template versions", sql, json!({ "t": tenant, "id": id })).await?;
+        rows.into_iter().map(VersionRow::parse).collect()
+    }
+
+    /// When each version of a template was published, oldest first.
+    pub async fn template_index(&self, tenant: &str, id: &str) -> Result<Vec<(u32, Timestamp)>, StoreError> {
+        #[derive(Deserialize)]
+        struct IndexRow {
+            version: u32,
+            published_at: String,
+        }
+        let sql = "SELECT version, published_at FROM template_version:[$t, $id, 0]..=[$t, $id, 2147483647] ORDER BY version";
+        let rows: Vec<IndexRow> = self.rows("read template index", sql, json!({ "t": tenant, "id": id })).await?;
+        rows.into_iter()
+            .map(|r| Ok((r.version, r.published_at.parse().map_err(|e| StoreError::query("read template index", e))?)))
+            .collect()
+    }
+
+    /// One version of a template.
+    pub async fn template_version(&self, tenant: &str, id: &str, version: u32) -> Result<Option<TemplateVersion>, StoreError> {
+        let sql = "SELECT version, published_at, spec FROM type::record('template_version', [$t, $id, $v])";
+        let rows: Vec<VersionRow> = self.rows("read template version", sql, json!({ "t": tenant, "id": id, "v": version })).await?;
+        rows.into_iter().next().map(VersionRow::parse).transpose()
+    }
+
+    /// The tenant's templates, by id.
+    pub async fn templates(&self, tenant: &str) -> Result<Vec<TemplateSummary>, StoreError> {
+        let sql = "SELECT template_id AS id, latest, description, updated_at FROM template:[$t, '']..[$t, {}] ORDER BY id";
+        self.rows("list templates", sql, json!({ "t": tenant })).await
+    }
+}
+
 /// The enrich stage reads the directory through this port.
 impl herald_enrich::Directory for Store {
     async fn contacts(&self, tenant: &str, ids: &[String]) -> Result<Vec<Contact>, herald_stage::PortError> {
@@ -342,6 +447,7 @@ mod tests {
             subscription: None,
             app_id: Some("com.example.app".into()),
             environment: Environment::Production,
+            voip: false,
             last_seen: None,
             disabled_at: None,
             disabled_reason: None,

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::directory::Platform;
 use crate::{Channel, JsonObject, Priority, Timestamp};
 
 /// The unit of work from enrich to deliver. Enrich creates it; render fills `content`; dedupe,
@@ -28,11 +29,22 @@ pub struct Delivery {
     /// Where the channel sends to: a device token, an e-mail address, a phone number, a URL, or
     /// (for `log`) the recipient key.
     pub address: String,
+    /// For `push` and `web_push`: the device's platform (APNs, FCM or web), which sets the
+    /// payload format and its size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// A PushKit VoIP token (APNs push type `voip`, 5120-byte payloads).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voip: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     pub template: String,
+    /// The template version enrich chose: the newest published when the notification was
+    /// accepted. Every delivery of a notification renders from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<u32>,
     #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
     pub data: JsonObject,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,4 +68,37 @@ pub struct Content {
     /// Template version the parts were rendered from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_version: Option<u32>,
+    /// The template locale the parts came from (`ko`, `default`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// Message headers to send (e-mail: `List-Unsubscribe`, `List-Unsubscribe-Post`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// For SMS: how the body is encoded and into how many segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsInfo>,
+    /// Whether a part was shortened to fit the channel (the template allows it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// An SMS body's encoding and size on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsInfo {
+    pub encoding: SmsEncoding,
+    /// Septets (GSM-7) or UTF-16 code units (UCS-2).
+    pub units: u32,
+    /// Messages the body is split into (concatenated SMS).
+    pub segments: u32,
+}
+
+/// The two SMS alphabets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsEncoding {
+    /// GSM 03.38 default alphabet and its extension table: 160 septets, 153 per segment.
+    Gsm7,
+    /// UTF-16: 70 code units, 67 per segment.
+    Ucs2,
 }

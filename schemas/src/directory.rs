@@ -89,6 +89,9 @@ pub struct Device {
     pub app_id: Option<String>,
     #[serde(default)]
     pub environment: Environment,
+    /// A PushKit VoIP token (ios): pushes go as APNs push type `voip`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voip: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
     /// Set when the device stopped accepting pushes (e.g. APNs `Unregistered`); it gets none.
@@ -355,6 +358,7 @@ mod tests {
             subscription,
             app_id: None,
             environment: Environment::Production,
+            voip: false,
             last_seen: None,
             disabled_at: None,
             disabled_reason: None,

@@ -24,6 +24,9 @@ pub struct FanoutPage {
     pub after: Option<String>,
     /// 0 for the first page.
     pub page: u32,
+    /// The template version enrich chose for the notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<u32>,
 }
 
 impl FanoutPage {

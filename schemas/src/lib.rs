@@ -18,14 +18,16 @@ pub mod ids;
 pub mod notification;
 pub mod request;
 mod schema;
+pub mod template;
 
 pub use channel::Channel;
-pub use delivery::{Content, Delivery};
+pub use delivery::{Content, Delivery, SmsEncoding, SmsInfo};
 pub use event::{Status, TrackEvent};
 pub use fanout::FanoutPage;
 pub use notification::Notification;
 pub use request::{NotificationRequest, Priority, Recipient, ValidationError};
 pub use schema::{SchemaFile, schema_files};
+pub use template::{TemplateSpec, TemplateVersion};
 
 /// The version of the wire format these types describe. Every envelope carries it as `v`.
 pub const WIRE_VERSION: u32 = 1;

@@ -3,7 +3,7 @@
 use schemars::{JsonSchema, schema_for};
 
 use crate::directory::ImportLine;
-use crate::{Delivery, FanoutPage, Notification, NotificationRequest, TrackEvent};
+use crate::{Delivery, FanoutPage, Notification, NotificationRequest, TemplateSpec, TrackEvent};
 
 /// One generated schema file.
 #[derive(Debug, Clone)]
@@ -30,6 +30,7 @@ pub fn schema_files() -> Vec<SchemaFile> {
         file::<TrackEvent>("track-event.v1.schema.json"),
         file::<FanoutPage>("fanout-page.v1.schema.json"),
         file::<ImportLine>("import-line.v1.schema.json"),
+        file::<TemplateSpec>("template-spec.v1.schema.json"),
     ]
 }
 

@@ -27,6 +27,11 @@ pub fn herald_bin() -> PathBuf {
     profile_dir.join("herald")
 }
 
+/// The sample templates directory.
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/templates")
+}
+
 /// The admin token every test configures.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -141,9 +146,17 @@ log_dir = "{deliveries}"
 
     /// Imports the sample directory (`config/directory.jsonl`: alice, bob, carol, dave, erin;
     /// groups `staff` and `beta`) into this test's store, before any process holds it.
+    /// Also publishes the sample templates (`config/templates/`).
     pub async fn seed(&self) -> anyhow::Result<String> {
         let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/directory.jsonl");
-        self.import(&sample, true).await
+        let mut out = self.import(&sample, true).await?;
+        out.push_str(&self.push_sample_templates().await?);
+        Ok(out)
+    }
+
+    /// Publishes the sample templates (`config/templates/`) straight into the store.
+    pub async fn push_sample_templates(&self) -> anyhow::Result<String> {
+        self.run(&["templates", "push", &samples_dir().to_string_lossy(), "--offline"]).await
     }
 
     /// `herald directory import` of a JSONL file, offline (straight into the store) or through

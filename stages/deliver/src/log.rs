@@ -33,6 +33,9 @@ struct Record<'a> {
     user_id: Option<&'a str>,
     address: &'a str,
     template: &'a str,
+    template_version: Option<u32>,
+    /// The template locale the parts came from.
+    locale: Option<&'a str>,
     parts: Option<&'a std::collections::BTreeMap<String, String>>,
     delivered_at: jiff::Timestamp,
     /// The process that sent it, as a provider's request log shows the caller.
@@ -84,6 +87,8 @@ impl Provider for LogSink {
             user_id: delivery.user_id.as_deref(),
             address: &delivery.address,
             template: &delivery.template,
+            template_version: delivery.content.as_ref().and_then(|c| c.template_version),
+            locale: delivery.content.as_ref().and_then(|c| c.locale.as_deref()),
             parts: delivery.content.as_ref().map(|c| &c.parts),
             delivered_at: jiff::Timestamp::now(),
             sender_pid: std::process::id(),

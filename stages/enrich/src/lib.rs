@@ -19,9 +19,11 @@
 
 use std::future::Future;
 
-use herald_schemas::directory::{Contact, Platform};
-use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Recipient, Status, ids};
-use herald_stage::{EventBuilder, Hop, Meta, Outcome, PortError, Stage, StageError};
+use herald_schemas::directory::{Contact, Device, Platform};
+use std::sync::Arc;
+
+use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Recipient, Status, TemplateVersion, ids};
+use herald_stage::{EventBuilder, Hop, Meta, Outcome, PortError, Stage, StageError, TemplateSource};
 use serde::{Deserialize, Serialize};
 
 /// Where recipients are looked up.
@@ -57,29 +59,31 @@ impl Default for EnrichConfig {
     }
 }
 
-/// The enrich stage over a directory.
+/// The enrich stage over a directory and the templates.
 #[derive(Debug)]
-pub struct Enrich<D> {
+pub struct Enrich<D, T> {
     directory: D,
+    templates: T,
     config: EnrichConfig,
 }
 
-impl<D: Directory> Enrich<D> {
-    pub fn new(directory: D, config: EnrichConfig) -> Self {
-        Enrich { directory, config }
+impl<D: Directory, T: TemplateSource> Enrich<D, T> {
+    pub fn new(directory: D, templates: T, config: EnrichConfig) -> Self {
+        Enrich { directory, templates, config }
     }
 }
 
-/// The fanout stage over a directory.
+/// The fanout stage over a directory and the templates.
 #[derive(Debug)]
-pub struct Fanout<D> {
+pub struct Fanout<D, T> {
     directory: D,
+    templates: T,
     config: EnrichConfig,
 }
 
-impl<D: Directory> Fanout<D> {
-    pub fn new(directory: D, config: EnrichConfig) -> Self {
-        Fanout { directory, config }
+impl<D: Directory, T: TemplateSource> Fanout<D, T> {
+    pub fn new(directory: D, templates: T, config: EnrichConfig) -> Self {
+        Fanout { directory, templates, config }
     }
 }
 
@@ -89,16 +93,42 @@ struct Resolver<'a> {
     meta: &'a Meta,
     notification: &'a Notification,
     config: &'a EnrichConfig,
+    template: Option<Arc<TemplateVersion>>,
     outcome: Outcome,
 }
 
 impl<'a> Resolver<'a> {
-    fn new(stage: &'static str, meta: &'a Meta, notification: &'a Notification, config: &'a EnrichConfig) -> Self {
-        Resolver { stage, meta, notification, config, outcome: Outcome::new() }
+    fn new(
+        stage: &'static str,
+        meta: &'a Meta,
+        notification: &'a Notification,
+        config: &'a EnrichConfig,
+        template: Option<Arc<TemplateVersion>>,
+    ) -> Self {
+        Resolver { stage, meta, notification, config, template, outcome: Outcome::new() }
     }
 
-    fn channels(&self) -> &'a [Channel] {
-        self.notification.request.channels.as_deref().unwrap_or(&self.config.default_channels)
+    /// The request's channels, else the template's defaults, else the deployment's.
+    fn channels(&self) -> Vec<Channel> {
+        if let Some(channels) = &self.notification.request.channels {
+            return channels.clone();
+        }
+        match &self.template {
+            Some(t) if !t.spec.channels.is_empty() => t.spec.channels.clone(),
+            _ => self.config.default_channels.clone(),
+        }
+    }
+
+    /// The request's category, else the template's.
+    fn category(&self) -> Option<String> {
+        self.notification.request.category.clone().or_else(|| self.template.as_ref().and_then(|t| t.spec.category.clone()))
+    }
+
+    /// Fails the whole notification when its template does not exist: nothing to render.
+    fn unknown_template(&mut self) -> Result<(), StageError> {
+        let template = &self.notification.request.template;
+        let detail = format!("no template `{template}` in tenant `{}`; publish it with `herald templates push`", self.notification.tenant);
+        self.event("template", None, None, Status::Failed, "unknown_template", detail)
     }
 
     fn event(
@@ -126,8 +156,9 @@ impl<'a> Resolver<'a> {
     /// A directory user: every channel, honouring preferences and skipping disabled devices.
     fn user(&mut self, contact: &Contact) -> Result<(), StageError> {
         let key = format!("user:{}", contact.user.id);
-        let category = self.notification.request.category.as_deref();
-        for &channel in self.channels() {
+        let category = self.category();
+        let category = category.as_deref();
+        for channel in self.channels() {
             if !self.config.enabled_channels.contains(&channel) {
                 let detail = format!("channel `{channel}` is not enabled in this deployment");
                 self.event(&key, Some(&contact.user.id), Some(channel), Status::Skipped, "channel_disabled", detail)?;
@@ -148,8 +179,8 @@ impl<'a> Resolver<'a> {
                 self.event(&key, Some(&contact.user.id), Some(channel), Status::Skipped, "no_address", detail)?;
                 continue;
             }
-            for address in addresses {
-                self.delivery(&key, Some(contact), channel, address)?;
+            for (address, device) in addresses {
+                self.delivery(&key, Some(contact), channel, address, device)?;
             }
         }
         Ok(())
@@ -159,7 +190,7 @@ impl<'a> Resolver<'a> {
     fn direct(&mut self, recipient: &Recipient) -> Result<(), StageError> {
         let key = recipient.key();
         let mut reached = false;
-        for &channel in self.channels() {
+        for channel in self.channels() {
             let address = match channel {
                 Channel::Log => Some(key.clone()),
                 Channel::Email => recipient.email.clone(),
@@ -174,7 +205,7 @@ impl<'a> Resolver<'a> {
                 reached = true;
                 continue;
             }
-            self.delivery(&key, None, channel, address)?;
+            self.delivery(&key, None, channel, address, None)?;
             reached = true;
         }
         if !reached {
@@ -185,7 +216,14 @@ impl<'a> Resolver<'a> {
         Ok(())
     }
 
-    fn delivery(&mut self, key: &str, contact: Option<&Contact>, channel: Channel, address: String) -> Result<(), StageError> {
+    fn delivery(
+        &mut self,
+        key: &str,
+        contact: Option<&Contact>,
+        channel: Channel,
+        address: String,
+        device: Option<&Device>,
+    ) -> Result<(), StageError> {
         let notification = self.notification;
         let request = &notification.request;
         let user = contact.map(|c| &c.user);
@@ -197,11 +235,14 @@ impl<'a> Resolver<'a> {
             user_id: user.map(|u| u.id.clone()),
             channel,
             address,
+            platform: device.map(|d| d.platform),
+            voip: device.is_some_and(|d| d.voip),
             locale: user.and_then(|u| u.locale.clone()),
             timezone: user.and_then(|u| u.timezone.clone()),
             template: request.template.clone(),
+            template_version: self.template.as_ref().map(|t| t.version),
             data: request.data.clone(),
-            category: request.category.clone(),
+            category: self.category(),
             priority: request.priority,
             accepted_at: notification.accepted_at,
             expires_at: request.expires_at,
@@ -211,27 +252,32 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// Where a user can be reached on a channel: one address per active device for push channels.
-fn addresses(contact: &Contact, channel: Channel) -> Vec<String> {
+/// Where a user can be reached on a channel: one address per active device for push channels
+/// (with the device, whose platform sets the payload format).
+fn addresses(contact: &Contact, channel: Channel) -> Vec<(String, Option<&Device>)> {
     let user = &contact.user;
-    let devices = |platforms: &[Platform]| -> Vec<String> {
+    let devices = |platforms: &[Platform]| -> Vec<(String, Option<&Device>)> {
         contact
             .devices
             .iter()
             .filter(|d| d.is_active() && platforms.contains(&d.platform))
-            .filter_map(|d| match d.platform {
-                Platform::Web => d.subscription.as_ref().and_then(|s| serde_json::to_string(s).ok()),
-                _ => d.token.clone(),
+            .filter_map(|d| {
+                let address = match d.platform {
+                    Platform::Web => d.subscription.as_ref().and_then(|s| serde_json::to_string(s).ok()),
+                    _ => d.token.clone(),
+                };
+                address.map(|a| (a, Some(d)))
             })
             .collect()
     };
+    let plain = |address: Option<&String>| address.map(|a| (a.clone(), None)).into_iter().collect();
     match channel {
-        Channel::Log => vec![format!("user:{}", user.id)],
-        Channel::Email => user.email.iter().cloned().collect(),
-        Channel::Sms | Channel::Voice => user.phone.iter().cloned().collect(),
+        Channel::Log => vec![(format!("user:{}", user.id), None)],
+        Channel::Email => plain(user.email.as_ref()),
+        Channel::Sms | Channel::Voice => plain(user.phone.as_ref()),
         Channel::Push => devices(&[Platform::Ios, Platform::Android]),
         Channel::WebPush => devices(&[Platform::Web]),
-        Channel::InApp => vec![user.id.clone()],
+        Channel::InApp => vec![(user.id.clone(), None)],
         Channel::Webhook => Vec::new(),
     }
 }
@@ -246,15 +292,22 @@ fn what_address(channel: Channel) -> &'static str {
     }
 }
 
-impl<D: Directory> Stage for Enrich<D> {
+impl<D: Directory, T: TemplateSource> Stage for Enrich<D, T> {
     const NAME: &'static str = "enrich";
     type Input = Notification;
 
     async fn process(&self, notification: Notification, meta: &Meta) -> Result<Outcome, StageError> {
         let request = &notification.request;
+        let template = self.templates.resolve(&notification.tenant, &request.template, notification.accepted_at).await?;
+        if template.is_none() {
+            let mut resolver = Resolver::new(Self::NAME, meta, &notification, &self.config, None);
+            resolver.unknown_template()?;
+            return Ok(resolver.outcome);
+        }
         let user_ids: Vec<String> = request.recipients.iter().filter_map(|r| r.user_id.clone()).collect();
         let contacts = self.directory.contacts(&notification.tenant, &user_ids).await?;
-        let mut resolver = Resolver::new(Self::NAME, meta, &notification, &self.config);
+        let version = template.as_ref().map(|t| t.version);
+        let mut resolver = Resolver::new(Self::NAME, meta, &notification, &self.config, template);
         for recipient in &request.recipients {
             if let Some(id) = &recipient.user_id {
                 match contacts.iter().find(|c| &c.user.id == id) {
@@ -268,6 +321,7 @@ impl<D: Directory> Stage for Enrich<D> {
                     group: group.clone(),
                     after: None,
                     page: 0,
+                    template_version: version,
                 };
                 resolver.outcome.push(Hop::Fanout, &page, None)?;
             } else {
@@ -278,7 +332,7 @@ impl<D: Directory> Stage for Enrich<D> {
     }
 }
 
-impl<D: Directory> Stage for Fanout<D> {
+impl<D: Directory, T: TemplateSource> Stage for Fanout<D, T> {
     const NAME: &'static str = "fanout";
     type Input = FanoutPage;
 
@@ -287,7 +341,11 @@ impl<D: Directory> Stage for Fanout<D> {
         let size = self.config.fanout_page.max(1);
         let members = self.directory.members(tenant, &page.group, page.after.as_deref(), size).await?;
         let contacts = self.directory.contacts(tenant, &members).await?;
-        let mut resolver = Resolver::new(Self::NAME, meta, &page.notification, &self.config);
+        let template = match page.template_version {
+            Some(n) => self.templates.version(tenant, &page.notification.request.template, n).await?,
+            None => self.templates.resolve(tenant, &page.notification.request.template, page.notification.accepted_at).await?,
+        };
+        let mut resolver = Resolver::new(Self::NAME, meta, &page.notification, &self.config, template);
         if members.is_empty() && page.page == 0 {
             let detail = format!("group `{}` has no members in tenant `{tenant}`", page.group);
             resolver.event(&format!("group:{}", page.group), None, None, Status::Skipped, "empty_group", detail)?;

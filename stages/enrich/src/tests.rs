@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use herald_schemas::NotificationRequest;
 use herald_schemas::directory::{Device, Environment, Preferences, User};
 
+use herald_stage::memory::MemoryTemplates;
+
 use super::*;
 
 /// Users and groups in memory, for one tenant.
@@ -34,6 +36,7 @@ fn device(id: &str, platform: Platform, disabled: bool) -> Device {
         subscription: None,
         app_id: None,
         environment: Environment::Production,
+        voip: false,
         last_seen: None,
         disabled_at: disabled.then_some(jiff::Timestamp::UNIX_EPOCH),
         disabled_reason: disabled.then(|| "Unregistered".to_owned()),
@@ -70,6 +73,18 @@ fn directory() -> Memory {
     memory
 }
 
+/// Template `t` (no defaults) and `promo` (defaults: e-mail and push, category `marketing`).
+fn templates() -> MemoryTemplates {
+    let templates = MemoryTemplates::new();
+    let spec = |json: serde_json::Value| serde_json::from_value::<herald_schemas::TemplateSpec>(json).unwrap();
+    let parts = serde_json::json!({ "log": { "body": "x" }, "push": { "title": "x" }, "email": { "text": "x" }, "sms": { "body": "x" } });
+    templates.publish("acme", spec(serde_json::json!({ "id": "t", "locales": { "default": parts } })), jiff::Timestamp::UNIX_EPOCH);
+    let promo =
+        serde_json::json!({ "id": "promo", "channels": ["email", "push"], "category": "marketing", "locales": { "default": parts } });
+    templates.publish("acme", spec(promo), jiff::Timestamp::UNIX_EPOCH);
+    templates
+}
+
 fn all_channels() -> EnrichConfig {
     EnrichConfig { enabled_channels: Channel::ALL.to_vec(), ..EnrichConfig::default() }
 }
@@ -94,7 +109,7 @@ fn events(out: &Outcome) -> Vec<String> {
 
 /// One table: config, request → deliveries as `channel:address`, events as `status/reason`.
 async fn check(config: EnrichConfig, body: &str, expected_deliveries: &[&str], expected_events: &[&str]) {
-    let out = Enrich::new(directory(), config).process(notification(body), &Meta::for_tests()).await.unwrap();
+    let out = Enrich::new(directory(), templates(), config).process(notification(body), &Meta::for_tests()).await.unwrap();
     assert_eq!(deliveries(&out), expected_deliveries, "deliveries for {body}");
     assert_eq!(events(&out), expected_events, "events for {body}");
 }
@@ -168,7 +183,7 @@ async fn preferences_are_honoured_each_with_its_event() {
 
 #[tokio::test]
 async fn an_opt_out_event_names_the_channel_and_user() {
-    let out = Enrich::new(directory(), all_channels())
+    let out = Enrich::new(directory(), templates(), all_channels())
         .process(notification(r#"{"template":"t","recipients":[{"user_id":"bob"}],"channels":["sms"]}"#), &Meta::for_tests())
         .await
         .unwrap();
@@ -187,12 +202,12 @@ async fn a_group_is_expanded_page_by_page() {
     memory.groups.insert("staff".into(), members.iter().cloned().chain(["ghost".to_owned()]).collect());
     let config = EnrichConfig { fanout_page: 10, ..EnrichConfig::default() };
     let body = r#"{"template":"t","recipients":[{"group":"staff"},{"user_id":"m003"}]}"#;
-    let enrich = Enrich::new(memory, config.clone());
+    let enrich = Enrich::new(memory, templates(), config.clone());
     let out = enrich.process(notification(body), &Meta::for_tests()).await.unwrap();
     let direct: Vec<Delivery> = out.forwarded(Hop::Render);
     let mut pages: Vec<FanoutPage> = out.forwarded(Hop::Fanout);
     assert_eq!(pages.len(), 1);
-    let fanout = Fanout::new(enrich.directory, config);
+    let fanout = Fanout::new(enrich.directory, templates(), config);
     let mut all = Vec::new();
     let mut unknown = 0;
     let mut sizes = Vec::new();
@@ -215,13 +230,14 @@ async fn a_group_is_expanded_page_by_page() {
 async fn a_page_is_deterministic() {
     let mut memory = directory();
     memory.groups.insert("g".into(), vec!["alice".into(), "bob".into()]);
-    let fanout = Fanout::new(memory, EnrichConfig { fanout_page: 1, ..EnrichConfig::default() });
+    let fanout = Fanout::new(memory, templates(), EnrichConfig { fanout_page: 1, ..EnrichConfig::default() });
     let page = FanoutPage {
         v: 1,
         notification: notification(r#"{"template":"t","recipients":[{"group":"g"}]}"#),
         group: "g".into(),
         after: None,
         page: 0,
+        template_version: Some(1),
     };
     let a = fanout.process(page.clone(), &Meta::for_tests()).await.unwrap();
     let b = fanout.process(page, &Meta::for_tests()).await.unwrap();
@@ -233,14 +249,38 @@ async fn a_page_is_deterministic() {
 
 #[tokio::test]
 async fn an_empty_group_is_skipped_with_a_reason() {
-    let fanout = Fanout::new(directory(), EnrichConfig::default());
+    let fanout = Fanout::new(directory(), templates(), EnrichConfig::default());
     let page = FanoutPage {
         v: 1,
         notification: notification(r#"{"template":"t","recipients":[{"group":"nobody"}]}"#),
         group: "nobody".into(),
         after: None,
         page: 0,
+        template_version: Some(1),
     };
     let out = fanout.process(page, &Meta::for_tests()).await.unwrap();
     assert_eq!(events(&out), ["skipped/empty_group"]);
+}
+
+#[tokio::test]
+async fn the_template_supplies_default_channels_and_category_and_is_pinned() {
+    // promo defaults to e-mail and push in category `marketing`; alice opted out of marketing
+    // e-mail, so only her active push devices remain.
+    let body = r#"{"template":"promo","recipients":[{"user_id":"alice"}]}"#;
+    check(all_channels(), body, &["push:token-phone", "push:token-pixel"], &["opted_out/category_opt_out"]).await;
+    let out = Enrich::new(directory(), templates(), all_channels()).process(notification(body), &Meta::for_tests()).await.unwrap();
+    let pushes: Vec<Delivery> = out.forwarded(Hop::Render);
+    assert!(pushes.iter().all(|d| d.template_version == Some(1) && d.category.as_deref() == Some("marketing")));
+    assert_eq!(pushes.iter().map(|d| d.platform).collect::<Vec<_>>(), [Some(Platform::Ios), Some(Platform::Android)]);
+    // The request's own channels and category win.
+    check(
+        all_channels(),
+        r#"{"template":"promo","recipients":[{"user_id":"alice"}],"channels":["email"],"category":"orders"}"#,
+        &["email:alice@example.com"],
+        &[],
+    )
+    .await;
+    // No such template: one failure for the notification, nothing fanned out.
+    check(all_channels(), r#"{"template":"nope","recipients":[{"user_id":"alice"},{"group":"g"}]}"#, &[], &["failed/unknown_template"])
+        .await;
 }
