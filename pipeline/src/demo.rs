@@ -136,6 +136,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
         println!("For example {}:\n  {}", example.path().display(), std::fs::read_to_string(example.path())?.trim());
     }
     println!("\nNext: `herald up` keeps the pipeline running; `herald send --to alice --template welcome` sends one;");
-    println!("      `herald events tail --from-start` follows the tracking stream; `herald status` shows queue depths.");
+    println!("      `herald events tail --from-start` follows the tracking stream; `herald status` shows queue depths;");
+    println!("      `herald templates preview welcome --dir config/templates --locale ko-KR` renders a template.");
     Ok(())
 }

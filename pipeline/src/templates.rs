@@ -379,7 +379,11 @@ fn payload_bytes(channel: Channel, platform: Option<Platform>, parts: &Parts) ->
 }
 
 fn show_preview(answer: &Value) {
-    println!("{} version {}", answer["template"].as_str().unwrap_or("?"), answer["version"]);
+    let template = answer["template"].as_str().unwrap_or("?");
+    match answer["version"].as_u64() {
+        Some(0) | None => println!("{template} (draft, from files)"),
+        Some(version) => println!("{template} version {version}"),
+    }
     let Some(channels) = answer["channels"].as_object() else { return };
     for (channel, result) in channels {
         println!();
