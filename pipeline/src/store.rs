@@ -543,4 +543,17 @@ mod tests {
         let store = memory().await;
         assert!(store.migrate().await.unwrap().is_empty(), "already applied at open");
     }
+
+    #[tokio::test]
+    async fn template_versions_cannot_be_changed_once_published() {
+        let store = memory().await;
+        let spec: TemplateSpec =
+            serde_json::from_value(json!({ "id": "t", "locales": { "default": { "sms": { "body": "one" } } } })).unwrap();
+        assert_eq!(store.publish_template("acme", &spec).await.unwrap().version, 1);
+        let tamper = "UPDATE type::record('template_version', ['acme', 't', 1]) SET spec = 'changed'";
+        let err = store.run("tamper", tamper, json!({})).await.unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+        let again = store.template_version("acme", "t", 1).await.unwrap().unwrap();
+        assert_eq!(again.spec, spec);
+    }
 }
