@@ -39,6 +39,21 @@ impl Default for CacheConfig {
 
 type Key = (String, String);
 
+/// Drops the entry of (`tenant`, `id`), or with `None` every entry of the tenant.
+fn evict<V>(entries: &mut LruCache<Key, V>, tenant: &str, id: Option<&str>) {
+    match id {
+        Some(id) => {
+            entries.pop(&(tenant.to_owned(), id.to_owned()));
+        }
+        None => {
+            let keys: Vec<Key> = entries.iter().filter(|((t, _), _)| t == tenant).map(|(k, _)| k.clone()).collect();
+            for key in keys {
+                entries.pop(&key);
+            }
+        }
+    }
+}
+
 /// Contacts by (tenant, user), with when they were read.
 type Entries = Arc<Mutex<LruCache<Key, (Instant, Contact)>>>;
 
@@ -64,18 +79,8 @@ impl<D: Directory> CachedDirectory<D> {
 
     /// Forgets one user, or (with `None`) every user of the tenant.
     pub fn invalidate(&self, tenant: &str, user: Option<&str>) {
-        let Some(entries) = &self.entries else { return };
-        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
-        match user {
-            Some(user) => {
-                entries.pop(&(tenant.to_owned(), user.to_owned()));
-            }
-            None => {
-                let keys: Vec<Key> = entries.iter().filter(|((t, _), _)| t == tenant).map(|(k, _)| k.clone()).collect();
-                for key in keys {
-                    entries.pop(&key);
-                }
-            }
+        if let Some(entries) = &self.entries {
+            evict(&mut entries.lock().unwrap_or_else(|e| e.into_inner()), tenant, user);
         }
     }
 
@@ -127,7 +132,7 @@ impl<D: Directory> Directory for CachedDirectory<D> {
 pub struct CachedTemplates {
     store: Store,
     versions: Shared<LruCache<(String, String, u32), Arc<TemplateVersion>>>,
-    indexes: Shared<LruCache<(String, String), (Instant, Index)>>,
+    indexes: Shared<LruCache<Key, (Instant, Index)>>,
     ttl: Duration,
 }
 
@@ -158,18 +163,7 @@ impl CachedTemplates {
 
     /// Forgets which versions `id` has (after a publish), or every template's of the tenant.
     pub fn invalidate(&self, tenant: &str, id: Option<&str>) {
-        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
-        match id {
-            Some(id) => {
-                indexes.pop(&(tenant.to_owned(), id.to_owned()));
-            }
-            None => {
-                let keys: Vec<_> = indexes.iter().filter(|((t, _), _)| t == tenant).map(|(k, _)| k.clone()).collect();
-                for key in keys {
-                    indexes.pop(&key);
-                }
-            }
-        }
+        evict(&mut self.indexes.lock().unwrap_or_else(|e| e.into_inner()), tenant, id);
     }
 
     async fn index(&self, tenant: &str, id: &str) -> Result<Vec<(u32, Timestamp)>, PortError> {

@@ -221,6 +221,13 @@ fn has_path(value: &Value, path: &str) -> bool {
     true
 }
 
+fn no_content(version: &TemplateVersion, channel: Channel) -> Failure {
+    Failure::new(
+        "no_channel_content",
+        format!("template `{}` version {} has no parts for channel `{channel}`", version.spec.id, version.version),
+    )
+}
+
 /// The values a template sees.
 pub fn context_for(delivery: &Delivery, version: Option<u32>) -> Value {
     context! {
@@ -270,31 +277,33 @@ impl Engine {
 
     /// The compiled parts for a delivery of `channel` in `locale`, from the cache when there.
     fn compiled(&self, tenant: &str, version: &TemplateVersion, channel: Channel, locale: Option<&str>) -> Result<Arc<Compiled>, Failure> {
-        let spec = &version.spec;
-        let Some((found, source, parts)) = spec.parts_for(channel, locale) else {
-            return Err(Failure::new(
-                "no_channel_content",
-                format!("template `{}` version {} has no parts for channel `{channel}`", spec.id, version.version),
-            ));
-        };
-        let key: Key = (tenant.to_owned(), spec.id.clone(), version.version, found.clone(), source);
-        if let Some(cache) = &self.cache
-            && let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
-        {
+        let Some(cache) = &self.cache else { return self.compile(version, channel, locale, false).map(Arc::new) };
+        let (found, source) = self.source_of(version, channel, locale)?;
+        let key: Key = (tenant.to_owned(), version.spec.id.clone(), version.version, found, source);
+        if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(hit.clone());
         }
-        let compiled = Compiled::new(&found, source, parts, &self.config, self.hook.clone(), false).map_err(|problems| {
+        let compiled = Arc::new(self.compile(version, channel, locale, false)?);
+        cache.lock().unwrap_or_else(|e| e.into_inner()).put(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// The locale and channel whose parts a delivery of `channel` in `locale` renders.
+    fn source_of(&self, version: &TemplateVersion, channel: Channel, locale: Option<&str>) -> Result<(String, Channel), Failure> {
+        version.spec.parts_for(channel, locale).map(|(found, source, _)| (found, source)).ok_or_else(|| no_content(version, channel))
+    }
+
+    /// Compiles the parts a delivery of `channel` in `locale` renders.
+    fn compile(&self, version: &TemplateVersion, channel: Channel, locale: Option<&str>, debug: bool) -> Result<Compiled, Failure> {
+        let spec = &version.spec;
+        let (found, source, parts) = spec.parts_for(channel, locale).ok_or_else(|| no_content(version, channel))?;
+        Compiled::new(&found, source, parts, &self.config, self.hook.clone(), debug).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
             Failure::new(
                 "render_error",
                 format!("template `{}` version {} does not compile: {}", spec.id, version.version, list.join("; ")),
             )
-        })?;
-        let compiled = Arc::new(compiled);
-        if let Some(cache) = &self.cache {
-            cache.lock().unwrap_or_else(|e| e.into_inner()).put(key, compiled.clone());
-        }
-        Ok(compiled)
+        })
     }
 
     /// Renders `delivery` from `version` and checks the channel's limits.
@@ -306,17 +315,7 @@ impl Engine {
     /// Like [`Engine::render`], compiling afresh: for versions that are not published (checks
     /// and previews of uploads).
     pub fn render_uncached(&self, version: &TemplateVersion, delivery: &Delivery) -> Result<Content, Failure> {
-        let spec = &version.spec;
-        let Some((found, source, parts)) = spec.parts_for(delivery.channel, delivery.locale.as_deref()) else {
-            return Err(Failure::new(
-                "no_channel_content",
-                format!("template `{}` has no parts for channel `{}`", spec.id, delivery.channel),
-            ));
-        };
-        let compiled = Compiled::new(&found, source, parts, &self.config, self.hook.clone(), true).map_err(|problems| {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            Failure::new("render_error", list.join("; "))
-        })?;
+        let compiled = self.compile(version, delivery.channel, delivery.locale.as_deref(), true)?;
         self.finish(&compiled, version, delivery)
     }
 

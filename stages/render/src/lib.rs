@@ -47,7 +47,7 @@ impl<T: TemplateSource> Stage for Render<T> {
     const NAME: &'static str = "render";
     type Input = Delivery;
 
-    async fn process(&self, mut delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
+    async fn process(&self, delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
         let fail = |delivery: &Delivery, failure: Failure| {
             Outcome::new()
                 .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::Failed).reason(failure.reason, failure.detail).build())
@@ -64,10 +64,12 @@ impl<T: TemplateSource> Stage for Render<T> {
             return fail(&delivery, Failure { reason: "unknown_template", detail });
         };
         let engine = self.engine.clone();
-        let input = delivery.clone();
-        let rendered = tokio::task::spawn_blocking(move || engine.render(&version, &input))
-            .await
-            .map_err(|e| StageError::transient("render_task_failed", format!("the render task failed: {e}")))?;
+        let (mut delivery, rendered) = tokio::task::spawn_blocking(move || {
+            let rendered = engine.render(&version, &delivery);
+            (delivery, rendered)
+        })
+        .await
+        .map_err(|e| StageError::transient("render_task_failed", format!("the render task failed: {e}")))?;
         match rendered {
             Ok(content) => {
                 delivery.content = Some(content);
