@@ -57,7 +57,17 @@ async fn sigkill_mid_run_then_restart_delivers_every_request_exactly_once() -> a
     assert!(!counts.contains_key(&Status::DeadLettered), "{counts:?}");
     let status = env.nats.status().await?;
     assert!(status.iter().all(|c| c.pending == 0 && c.ack_pending == 0), "nothing left pending: {status:?}");
-    eprintln!("killed with {at_kill}/{n} delivered; the log sink absorbed {} repeated sends", env.absorbed_duplicates());
+    // What the provider saw, repeats included: only the calls in flight at the kill (a call
+    // holds one of `deliver.concurrency` = 64 permits until its outcome is recorded) may have
+    // been made a second time, after their lease, with the same idempotency key.
+    let calls = env.calls().len();
+    let second = env.second_calls();
+    eprintln!(
+        "killed with {at_kill}/{n} delivered; the provider received {calls} calls, {second} of them a second call for a delivery; the log sink absorbed {}",
+        env.absorbed_duplicates()
+    );
+    assert!(second <= 64, "at most the calls in flight at the kill are repeated, not {second}");
+    assert_eq!(calls, n + second, "every other delivery reached the provider exactly once");
     up.terminate(PATIENCE).await?;
     Ok(())
 }
@@ -83,6 +93,8 @@ async fn sigterm_drains_in_flight_work_and_nothing_is_redelivered() -> anyhow::R
     let status = env.nats.status().await?;
     assert!(status.iter().all(|c| c.redelivered == 0), "nothing was redelivered: {status:?}");
     assert_eq!(env.records().len(), n);
+    assert_eq!(env.calls().len(), n, "the provider was called once per delivery");
+    assert_eq!(env.second_calls(), 0);
     assert_eq!(env.absorbed_duplicates(), 0);
     up.terminate(PATIENCE).await?;
     Ok(())

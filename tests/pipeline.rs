@@ -136,6 +136,8 @@ async fn two_deliver_processes_share_one_consumer_and_deliver_each_once() -> any
     assert_eq!(ids.len(), n);
     let senders: HashSet<_> = records.iter().map(|r| r["sender_pid"].as_u64().unwrap_or_default()).collect();
     assert_eq!(senders.len(), 2, "both deliver processes did part of the work");
+    assert_eq!(env.calls().len(), n, "the provider was called once per delivery");
+    assert_eq!(env.second_calls(), 0, "no delivery reached the provider twice");
     assert_eq!(env.absorbed_duplicates(), 0, "no delivery was sent twice");
     let events = env.events("acme").await?;
     assert_eq!(count_statuses(&events).get(&Status::Sent), Some(&n));
@@ -169,7 +171,7 @@ async fn the_demo_starts_its_own_nats_server_when_none_is_configured() -> anyhow
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     std::fs::write(
         dir.path().join("herald.toml"),
-        format!("[nats]\nembedded_port = {port}\nembedded_store = \"nats-store\"\n\n[deliver]\nlog_dir = \"records\"\n"),
+        format!("[nats]\nembedded_port = {port}\nembedded_store = \"nats-store\"\n\n[deliver.log]\ndir = \"records\"\n"),
     )?;
     let output = tokio::process::Command::new(herald_tests::herald_bin())
         .args(["demo", "--count", "100"])

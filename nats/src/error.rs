@@ -29,6 +29,9 @@ pub enum Error {
 
     #[error(transparent)]
     Topology(#[from] crate::topology::BadPrefix),
+
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Error {

@@ -49,15 +49,16 @@ impl std::fmt::Debug for Nats {
 impl Nats {
     /// Connects to `url` (a comma-separated list for a cluster). Fails fast when nothing answers.
     pub async fn connect(url: &str, name: &str, topology: Topology) -> Result<Self, Error> {
-        let connect_error = |detail: String| Error::Connect { url: url.to_owned(), detail };
+        let connect_error = |detail: String| Error::Connect { url: redact_url(url), detail };
         let servers = server_addrs(url).map_err(connect_error)?;
-        let client = tokio::time::timeout(
-            Duration::from_secs(5),
-            async_nats::ConnectOptions::new().name(name).connection_timeout(Duration::from_secs(2)).max_reconnects(None).connect(servers),
-        )
-        .await
-        .map_err(|_| connect_error("timed out".into()))?
-        .map_err(|e| connect_error(e.to_string()))?;
+        let options = with_url_credentials(async_nats::ConnectOptions::new(), &servers)
+            .name(name)
+            .connection_timeout(Duration::from_secs(2))
+            .max_reconnects(None);
+        let client = tokio::time::timeout(Duration::from_secs(5), options.connect(servers))
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
             .max_ack_inflight(16_384)
@@ -69,7 +70,7 @@ impl Nats {
     /// Whether a NATS server answers at `url`.
     pub async fn reachable(url: &str) -> bool {
         let Ok(servers) = server_addrs(url) else { return false };
-        let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_millis(500));
+        let options = with_url_credentials(async_nats::ConnectOptions::new(), &servers).connection_timeout(Duration::from_millis(500));
         matches!(tokio::time::timeout(Duration::from_secs(1), options.connect(servers)).await, Ok(Ok(_)))
     }
 
@@ -120,6 +121,7 @@ impl Nats {
     /// ack: once this returns, the request is accepted for processing. `msg_id` makes a retried
     /// publish a no-op within the duplicate window.
     pub async fn publish_request(&self, tenant: &str, body: Bytes, msg_id: Option<&str>) -> Result<u64, Error> {
+        herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
         let subject = self.topology.requests_subject(tenant);
         let mut publish = jetstream::message::PublishMessage::build().payload(body);
         if let Some(id) = msg_id {
@@ -139,6 +141,7 @@ impl Nats {
         window: usize,
         mut on_ack: impl FnMut(),
     ) -> Result<(), Error> {
+        herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
         let subject = self.topology.requests_subject(tenant);
         let mut acks = futures::stream::FuturesUnordered::new();
         let mut outstanding = 0usize;
@@ -317,6 +320,29 @@ impl Nats {
     }
 }
 
+/// Applies `user:password@` from the server URLs, which the client library itself ignores, so
+/// `nats.url = "nats://herald:secret@host:4222"` signs in as written.
+fn with_url_credentials(options: async_nats::ConnectOptions, servers: &[async_nats::ServerAddr]) -> async_nats::ConnectOptions {
+    match servers.iter().find_map(|s| Some((s.username()?, s.password()?))) {
+        Some((user, password)) => options.user_and_password(user.to_owned(), password.to_owned()),
+        None => options,
+    }
+}
+
+/// A server URL list fit to print: passwords replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => match u[scheme + 3..at].split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &u[..scheme + 3], &u[at..]),
+                None => u.to_owned(),
+            },
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses a comma-separated list of server URLs.
 fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
     url.split(',')
@@ -339,4 +365,16 @@ pub struct ConsumerStatus {
     pub redelivered: u64,
     /// Pull requests waiting (replicas idle and asking for work).
     pub waiting: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(
+            super::redact_url("nats://herald:s3cret@10.0.0.1:4222,nats://10.0.0.2:4222"),
+            "nats://herald:***@10.0.0.1:4222,nats://10.0.0.2:4222"
+        );
+        assert_eq!(super::redact_url("nats://token@host:4222"), "nats://token@host:4222");
+    }
 }

@@ -6,10 +6,16 @@
 //!
 //! - Transient errors are naked with exponential backoff and jitter (or the error's
 //!   `retry_after`); on the last attempt they are dead-lettered instead.
-//! - Outages (a store or the broker itself unavailable, publishes failing) are not the
-//!   message's fault and cost it no attempt: the runner keeps the message (with progress acks),
-//!   pauses, and tries again until the dependency is back or the stage is stopping. Publishing
-//!   again is safe because every publish carries the same `Nats-Msg-Id`.
+//! - Outages (a store or the broker itself unavailable, publishes failing, another replica's
+//!   provider call in flight) are not the message's fault and cost it no attempt: the runner
+//!   keeps the message (with progress acks), reports one `held` event, pauses, and tries again
+//!   until the dependency is back — for at most `hold_max`, after which the error is treated as
+//!   transient (a `retrying` event and the normal retry budget). Publishing again is safe because
+//!   every publish carries the same `Nats-Msg-Id`.
+//! - An output larger than the stream's `max_message_size` can never be stored: the input is
+//!   `failed` with `payload_too_large` and terminated, before anything is published.
+//! - A message without JetStream metadata cannot be acked by sequence: it is terminated with an
+//!   error log line.
 //! - Permanent errors (including undecodable input) are dead-lettered at once: the original
 //!   body goes to `<prefix>.dlq.<stage>.<tenant>` with the reason in headers, a `dead_lettered`
 //!   event goes to track, and the input is terminated.
@@ -62,6 +68,10 @@ pub struct RunnerConfig {
     /// How long a stopping stage waits for its in-flight messages.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Longest a message is held through an outage without spending an attempt; after that its
+    /// retries count toward `topology.max_deliveries`.
+    #[serde(with = "humantime_serde")]
+    pub hold_max: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -70,9 +80,10 @@ impl Default for RunnerConfig {
             batch: 256,
             max_in_flight: 1024,
             backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(60),
             pull_expiry: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            hold_max: Duration::from_secs(300),
         }
     }
 }
@@ -84,6 +95,8 @@ pub struct StageStats {
     pub acked: AtomicU64,
     pub published: AtomicU64,
     pub retried: AtomicU64,
+    pub held: AtomicU64,
+    pub failed: AtomicU64,
     pub dead_lettered: AtomicU64,
 }
 
@@ -192,7 +205,8 @@ pub async fn run<S: Stage>(
 async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
     StageStats::bump(&shared.stats.received, 1);
     let Ok(info) = message.info() else {
-        warn!(stage = S::NAME, subject = %message.subject, "Message without JetStream metadata; ignoring it.");
+        error!(stage = S::NAME, subject = %message.subject, "Message without JetStream metadata (was it published with core NATS to a stage subject?); terminating it.");
+        ack(&message, AckKind::Term).await;
         return;
     };
     let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
@@ -217,6 +231,7 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
             return dead_letter(shared, &message, &meta, &error).await;
         }
         let mut outages = 0;
+        let held_since = tokio::time::Instant::now();
         let result = loop {
             let result = match S::Input::decode(&message.payload) {
                 Ok(input) => process_with_progress(shared, &message, input, &meta).await,
@@ -225,8 +240,15 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
             match result {
                 Err(error) if error.kind == ErrorKind::Outage => {
                     outages += 1;
-                    warn!(reason = %error.reason, detail = %error.detail, "A dependency is down; holding the message.");
-                    if !pause(shared, &message, outages).await {
+                    if outages == 1 {
+                        hold_reported(shared, &message, &meta, &error).await;
+                    }
+                    if held_since.elapsed() >= shared.config.hold_max {
+                        warn!(reason = %error.reason, detail = %error.detail, held = ?held_since.elapsed(), "Held as long as runner.hold_max allows; retrying with backoff instead.");
+                        break Err(StageError { kind: ErrorKind::Transient, ..error });
+                    }
+                    warn!(reason = %error.reason, detail = %error.detail, outages, "A dependency is not ready; holding the message.");
+                    if !pause(shared, &message, outages, error.retry_after).await {
                         return;
                     }
                 }
@@ -235,7 +257,10 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
         };
         match result {
             Ok(outcome) => {
-                if publish_until_done(shared, &message, outcome.emits).await {
+                if let Some(error) = oversized(shared, &outcome.emits) {
+                    return fail(shared, &message, &meta, &error).await;
+                }
+                if publish_until_done(shared, &message, &meta, outcome.emits).await {
                     ack(&message, AckKind::Ack).await;
                     StageStats::bump(&shared.stats.acked, 1);
                 }
@@ -246,6 +271,42 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
     }
     .instrument(span)
     .await
+}
+
+/// Reports the start of a hold: one `held` event per attempt (best effort: the broker may be
+/// what is down) and a counter.
+async fn hold_reported<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, error: &StageError) {
+    StageStats::bump(&shared.stats.held, 1);
+    let event = event_about(S::NAME, message, meta, Status::Held, error);
+    if let Err(e) = publish_all(shared, vec![event]).await {
+        debug!(error = %e, "Could not report the hold.");
+    }
+}
+
+/// The error for the first output no stream could store, if any.
+fn oversized<S: Stage>(shared: &Shared<S>, emits: &[Emit]) -> Option<StageError> {
+    let limit = shared.topology.max_payload();
+    emits.iter().find(|e| e.payload.len() > limit).map(|emit| {
+        let subject = shared.topology.hop_subject(emit.hop, &emit.tenant, emit.suffix.as_deref());
+        StageError::permanent(
+            "payload_too_large",
+            format!(
+                "the output for {subject} is {} bytes; the streams take at most {limit} (topology.max_message_size, less room for headers)",
+                emit.payload.len()
+            ),
+        )
+    })
+}
+
+/// Ends a message that can never succeed as `failed` with the reason, without a dead letter:
+/// retrying or redriving it would fail the same way.
+async fn fail<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, error: &StageError) {
+    error!(reason = %error.reason, detail = %error.detail, "Failing the message.");
+    let event = event_about(S::NAME, message, meta, Status::Failed, error);
+    if publish_until_done(shared, message, meta, vec![event]).await {
+        StageStats::bump(&shared.stats.failed, 1);
+        ack(message, AckKind::Term).await;
+    }
 }
 
 /// Runs the stage, sending progress acks while it works so the server does not redeliver.
@@ -284,17 +345,27 @@ async fn publish_all<S: Stage>(shared: &Shared<S>, emits: Vec<Emit>) -> Result<(
     Ok(())
 }
 
-/// Publishes until every publish is acked, holding the message through broker outages. Returns
-/// false when the stage is stopping first (the message is then left to be redelivered).
-async fn publish_until_done<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, emits: Vec<Emit>) -> bool {
+/// Publishes until every publish is acked, holding the message through broker outages for at
+/// most `hold_max`. Returns false when the stage is stopping first or the hold ran out (the
+/// message is then left to be redelivered; its outputs keep their ids).
+async fn publish_until_done<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, emits: Vec<Emit>) -> bool {
     let mut failures = 0;
+    let held_since = tokio::time::Instant::now();
     loop {
         match publish_all(shared, emits.clone()).await {
             Ok(()) => return true,
             Err(error) => {
                 failures += 1;
+                if failures == 1 {
+                    hold_reported(shared, message, meta, &error).await;
+                }
+                if held_since.elapsed() >= shared.config.hold_max {
+                    warn!(detail = %error.detail, "Publishing failed for as long as runner.hold_max allows; leaving the message to be redelivered.");
+                    ack(message, AckKind::Nak(Some(backoff(shared.config.backoff_initial, shared.config.backoff_max, meta.attempt)))).await;
+                    return false;
+                }
                 warn!(detail = %error.detail, failures, "Publishing failed; holding the message and trying again.");
-                if !pause(shared, message, failures).await {
+                if !pause(shared, message, failures, None).await {
                     return false;
                 }
             }
@@ -302,11 +373,15 @@ async fn publish_until_done<S: Stage>(shared: &Shared<S>, message: &jetstream::M
     }
 }
 
-/// Waits before another try at an outage, keeping the message ours with a progress ack.
-/// Returns false when the stage is stopping instead.
-async fn pause<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, failures: u32) -> bool {
+/// Waits before another try at an outage, keeping the message ours with a progress ack: the
+/// error's own hint when it gave one, else a growing backoff, never longer than a third of the
+/// ack wait. Returns false when the stage is stopping instead.
+async fn pause<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, failures: u32, hint: Option<Duration>) -> bool {
     let longest = (shared.topology.config.ack_wait / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let delay = backoff(Duration::from_millis(100), longest, failures);
+    let delay = match hint {
+        Some(hint) => hint.clamp(Duration::from_millis(50), longest),
+        None => backoff(Duration::from_millis(100), longest, failures),
+    };
     ack(message, AckKind::Progress).await;
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
@@ -360,7 +435,7 @@ async fn dead_letter<S: Stage>(shared: &Shared<S>, message: &jetstream::Message,
             Err(e) => {
                 failures += 1;
                 warn!(error = %e, "Could not dead-letter the message yet; holding it and trying again.");
-                if !pause(shared, message, failures).await {
+                if !pause(shared, message, failures, None).await {
                     return;
                 }
             }
@@ -382,7 +457,7 @@ fn event_about(stage: &str, message: &jetstream::Message, meta: &Meta, status: S
     }
     let found: Ids = serde_json::from_slice(&message.payload).unwrap_or_default();
     let subject = found.delivery_id.or(found.notification_id).unwrap_or_else(|| ids::rejection_id(&meta.tenant, meta.sequence));
-    let attempt = if status == Status::Retrying { meta.attempt } else { 0 };
+    let attempt = if status.is_per_attempt() { meta.attempt } else { 0 };
     let event = TrackEvent {
         v: herald_schemas::WIRE_VERSION,
         event_id: ids::event_id(subject, stage, status, attempt),

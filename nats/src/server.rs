@@ -54,6 +54,9 @@ pub struct ServerOptions {
     pub name: Option<String>,
     /// Cluster: (this node's route port, every node's route port).
     pub cluster: Option<(u16, Vec<u16>)>,
+    /// A server configuration file (users and permissions, limits), read before the options
+    /// above, which take precedence.
+    pub config_file: Option<PathBuf>,
 }
 
 /// A running `nats-server`, killed (SIGKILL) and reaped on drop.
@@ -70,7 +73,20 @@ impl NatsServer {
     /// Starts a server on a free port with a temporary store (for tests).
     pub async fn start_temp() -> Result<Self, Error> {
         let temp = tempfile::tempdir().map_err(|e| Error::ServerStart { binary: PathBuf::new(), detail: e.to_string() })?;
-        let options = ServerOptions { store_dir: temp.path().join("store"), port: None, name: None, cluster: None };
+        let options = ServerOptions { store_dir: temp.path().join("store"), port: None, name: None, cluster: None, config_file: None };
+        let mut server = Self::start(options).await?;
+        server._temp = Some(temp);
+        Ok(server)
+    }
+
+    /// Starts a server on a free port with a temporary store and `config` (nats-server's
+    /// configuration syntax, e.g. an `authorization` block with users and permissions).
+    pub async fn start_temp_with_config(config: &str) -> Result<Self, Error> {
+        let temp = tempfile::tempdir().map_err(|e| Error::ServerStart { binary: PathBuf::new(), detail: e.to_string() })?;
+        let config_file = temp.path().join("nats-server.conf");
+        std::fs::write(&config_file, config).map_err(|e| Error::ServerStart { binary: PathBuf::new(), detail: e.to_string() })?;
+        let options =
+            ServerOptions { store_dir: temp.path().join("store"), port: None, name: None, cluster: None, config_file: Some(config_file) };
         let mut server = Self::start(options).await?;
         server._temp = Some(temp);
         Ok(server)
@@ -87,6 +103,9 @@ impl NatsServer {
         };
         options.port = Some(port);
         let mut command = Command::new(&binary);
+        if let Some(config_file) = &options.config_file {
+            command.arg("--config").arg(config_file);
+        }
         command
             .arg("--jetstream")
             .arg("--store_dir")
@@ -201,6 +220,7 @@ impl Cluster {
                 port: None,
                 name: Some(format!("node-{i}")),
                 cluster: Some((*route_port, route_ports.clone())),
+                config_file: None,
             };
             starting.push(tokio::spawn(NatsServer::start(options)));
         }

@@ -39,10 +39,14 @@ pub struct TopologyConfig {
     /// How long a producer's idempotency key is remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
-    /// How long a delivery's dedupe claim is remembered. Keep it at least `max_age` so a replay
-    /// of anything still in the streams is recognized.
+    /// How long a delivery's state (its dedupe claim, whether it was sent) is remembered. At
+    /// least `max_age`, so a replay of anything still in the streams is recognized.
     #[serde(with = "humantime_serde")]
     pub dedupe_ttl: Duration,
+    /// Largest message a stream stores, in bytes (headers included). An output larger than this
+    /// fails with `payload_too_large` instead of being published. The server's own
+    /// `max_payload` (1 MiB by default) caps it.
+    pub max_message_size: usize,
 }
 
 impl Default for TopologyConfig {
@@ -57,6 +61,7 @@ impl Default for TopologyConfig {
             max_ack_pending: 20_000,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_message_size: 1024 * 1024,
         }
     }
 }
@@ -74,6 +79,10 @@ pub struct Topology {
     pub config: TopologyConfig,
     stream_prefix: String,
 }
+
+/// Bytes kept free for headers (`Nats-Msg-Id` and the dead-letter headers) under the streams'
+/// message size limit.
+const HEADER_ROOM: usize = 1024;
 
 /// Names of the streams, by role.
 pub mod role {
@@ -105,6 +114,11 @@ impl Topology {
 
     pub fn prefix(&self) -> &str {
         &self.config.prefix
+    }
+
+    /// The largest payload a stage may publish: the streams' limit less room for headers.
+    pub fn max_payload(&self) -> usize {
+        self.config.max_message_size.saturating_sub(HEADER_ROOM)
     }
 
     /// The stream name of a role, e.g. `HERALD_REQUESTS`.
@@ -196,7 +210,7 @@ impl Topology {
             max_age: self.config.max_age,
             duplicate_window: self.config.duplicate_window,
             num_replicas: self.config.replicas,
-            max_message_size: 1024 * 1024,
+            max_message_size: i32::try_from(self.config.max_message_size).unwrap_or(i32::MAX),
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::ValueEnum;
 use herald_dedupe::Dedupe;
-use herald_deliver::{Deliver, LogSink};
+use herald_deliver::{Deliver, Providers};
 use herald_enrich::{Enrich, Fanout};
 use herald_ingest::Ingest;
 use herald_nats::server::{NatsServer, ServerOptions};
@@ -21,9 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cache::{CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_PREFIX};
+use herald_store::{CachedDirectory, CachedTemplates, Store, TEMPLATE_CHANGE_PREFIX};
+
 use crate::config::Config;
-use crate::store::Store;
 
 /// A stage, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -73,8 +73,14 @@ pub async fn connect(config: &Config, embedded_allowed: bool) -> anyhow::Result<
     if !explicit && embedded_allowed && !Nats::reachable(&url).await {
         let store_dir = config.nats.embedded_store.clone();
         eprintln!("No NATS server at {url}; starting nats-server there with its store in {}.", store_dir.display());
-        let server =
-            NatsServer::start(ServerOptions { store_dir, port: Some(config.nats.embedded_port), name: None, cluster: None }).await?;
+        let server = NatsServer::start(ServerOptions {
+            store_dir,
+            port: Some(config.nats.embedded_port),
+            name: None,
+            cluster: None,
+            config_file: None,
+        })
+        .await?;
         embedded = Some(server);
     }
     let nats = Nats::connect(&url, "herald", topology).await?;
@@ -182,7 +188,8 @@ pub async fn start(
                 spawn(&mut running, nats, config, enrich, None, cancel);
             }
             StageKind::Fanout => {
-                let fanout = Fanout::new(directory()?, templates()?, config.enrich.clone());
+                let claims = nats.kv(&topology.dedupe_bucket()).await?;
+                let fanout = Fanout::new(directory()?, templates()?, claims, config.enrich.clone());
                 spawn(&mut running, nats, config, fanout, None, cancel);
             }
             StageKind::Render => {
@@ -196,19 +203,19 @@ pub async fn start(
             }
             StageKind::Throttle => spawn(&mut running, nats, config, Throttle, None, cancel),
             StageKind::Deliver => {
+                // The registry decides which provider serves each (tenant, channel); the stage
+                // never names one.
+                let providers = Arc::new(Providers::from_config(&config.deliver)?);
                 let wanted = channels.unwrap_or(&config.enrich.enabled_channels);
                 for &channel in wanted {
+                    anyhow::ensure!(
+                        providers.channels().contains(&channel),
+                        "channel `{channel}` has no provider in this version (providers serve {:?}); remove it from enrich.enabled_channels",
+                        providers.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>()
+                    );
                     let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                    match channel {
-                        Channel::Log => {
-                            std::fs::create_dir_all(&config.deliver.log_dir).with_context(|| {
-                                format!("cannot create the log channel's directory {}", config.deliver.log_dir.display())
-                            })?;
-                            let deliver = Deliver::new(channel, LogSink::new(&config.deliver.log_dir), kv);
-                            spawn(&mut running, nats, config, deliver, Some(channel), cancel);
-                        }
-                        other => bail!("channel `{other}` has no provider in this version; remove it from enrich.enabled_channels"),
-                    }
+                    let deliver = Deliver::new(channel, providers.clone(), kv, config.deliver.clone());
+                    spawn(&mut running, nats, config, deliver, Some(channel), cancel);
                 }
             }
             StageKind::Track => spawn(&mut running, nats, config, Track, None, cancel),

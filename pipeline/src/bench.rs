@@ -56,17 +56,17 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
 
     let temp = tempfile::tempdir()?;
     let mut config = config.clone();
-    config.deliver.log_dir = temp.path().join("deliveries");
+    config.deliver.log.dir = temp.path().join("deliveries");
     config.topology = herald_nats::TopologyConfig { prefix: "bench".into(), ..config.topology.clone() };
     let nats = Nats::connect(server.url(), "herald-bench", Topology::new(config.topology.clone())?).await?;
     nats.provision().await?;
-    config.store = crate::store::StoreConfig { url: "mem://".into(), ..config.store.clone() };
+    config.store = herald_store::StoreConfig { url: "mem://".into(), ..config.store.clone() };
     let resources = Resources::load(&config, &StageKind::ALL).await?;
     if let Some(store) = &resources.store {
         let users: Vec<ImportLine> =
             (0..n.max(m)).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();
         store.import("bench", &users).await?;
-        crate::templates::publish_samples(store, &config, "bench").await?;
+        crate::template_files::publish_samples(store, &config, "bench").await?;
     }
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;

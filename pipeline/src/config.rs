@@ -2,15 +2,18 @@
 //!
 //! Every key is documented in `config/herald.example.toml`, which a test parses.
 
-use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use herald_deliver::DeliverConfig;
 use herald_enrich::EnrichConfig;
+use herald_http::ApiConfig;
 use herald_nats::{RunnerConfig, TopologyConfig};
 use herald_render::RenderConfig;
+use herald_store::{CacheConfig, StoreConfig};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -19,9 +22,9 @@ pub struct Config {
     pub nats: NatsConfig,
     pub topology: TopologyConfig,
     pub runner: RunnerConfig,
-    pub store: crate::store::StoreConfig,
-    pub cache: crate::cache::CacheConfig,
-    pub api: crate::api::ApiConfig,
+    pub store: StoreConfig,
+    pub cache: CacheConfig,
+    pub api: ApiConfig,
     pub render: RenderConfig,
     pub enrich: EnrichConfig,
     pub deliver: DeliverConfig,
@@ -43,42 +46,6 @@ pub struct NatsConfig {
 impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig { url: None, embedded_store: PathBuf::from("data/nats"), embedded_port: 4222 }
-    }
-}
-
-/// A secret: never printed, never logged.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Providers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliverConfig {
-    /// Directory where the `log` sandbox channel records each delivery as `<delivery_id>.json`.
-    pub log_dir: PathBuf,
-}
-
-impl Default for DeliverConfig {
-    fn default() -> Self {
-        DeliverConfig { log_dir: PathBuf::from("data/deliveries") }
     }
 }
 
@@ -115,6 +82,59 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
     }
 
+    /// Refuses settings that contradict each other, each problem with its fix. Herald checks
+    /// this at start-up, before it touches anything.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let t = &self.topology;
+        let r = &self.runner;
+        let mut problems = Vec::new();
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        // A publish that crashed before its ack can be retried this late: the server must still
+        // recognise its `Nats-Msg-Id`.
+        let longest_retry = t.ack_wait.saturating_mul(t.max_deliveries).saturating_add(r.backoff_max);
+        if t.duplicate_window < longest_retry {
+            problems.push(format!(
+                "topology.duplicate_window ({}) is shorter than topology.ack_wait × topology.max_deliveries + runner.backoff_max ({}): a publish retried after a crash would be stored twice. Raise duplicate_window to at least {}, or lower ack_wait, max_deliveries or backoff_max",
+                show(t.duplicate_window),
+                show(longest_retry),
+                show(longest_retry)
+            ));
+        }
+        if t.duplicate_window > t.max_age {
+            problems.push(format!(
+                "topology.duplicate_window ({}) is longer than topology.max_age ({}); the server refuses such streams. Lower duplicate_window or raise max_age",
+                show(t.duplicate_window),
+                show(t.max_age)
+            ));
+        }
+        if t.dedupe_ttl < t.max_age {
+            problems.push(format!(
+                "topology.dedupe_ttl ({}) is shorter than topology.max_age ({}): a replay of a delivery still in the streams would find no state and be sent again. Raise dedupe_ttl to at least max_age",
+                show(t.dedupe_ttl),
+                show(t.max_age)
+            ));
+        }
+        if t.idempotency_ttl < Duration::from_secs(1) || t.dedupe_ttl < Duration::from_secs(1) {
+            problems.push("topology.idempotency_ttl and topology.dedupe_ttl must be at least 1s (the servers' granularity)".to_owned());
+        }
+        if t.max_deliveries == 0 {
+            problems.push("topology.max_deliveries must be at least 1".to_owned());
+        }
+        let lease = self.deliver.lease();
+        if r.hold_max < lease {
+            problems.push(format!(
+                "runner.hold_max ({}) is shorter than a provider call's lease (2 × deliver.send_timeout = {}): a copy waiting for a live call would start spending attempts. Raise hold_max or lower send_timeout",
+                show(r.hold_max),
+                show(lease)
+            ));
+        }
+        if t.max_message_size < 4 * 1024 {
+            problems
+                .push(format!("topology.max_message_size ({} bytes) is too small for any message; use at least 4096", t.max_message_size));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
     /// The URL to connect to, and whether it was configured explicitly.
     pub fn nats_url(&self) -> (String, bool) {
         match &self.nats.url {
@@ -147,7 +167,31 @@ mod tests {
     fn secrets_never_print() {
         let config = Config::from_toml("[api]\nadmin_token = \"hunter2\"").unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
-        assert_eq!(config.api.admin_token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(config.api.admin_token.as_ref().map(herald_schemas::Secret::expose), Some("hunter2"));
+    }
+
+    #[test]
+    fn the_defaults_and_the_example_are_consistent() {
+        assert_eq!(Config::default().check(), Ok(()));
+    }
+
+    /// Contradicting settings → the words the refusal must contain.
+    #[test]
+    fn contradictions_are_refused_with_their_fix() {
+        let cases = [
+            ("[topology]\nduplicate_window = \"1m\"", "Raise duplicate_window to at least 3m 30s"),
+            ("[topology]\nack_wait = \"2m\"", "topology.duplicate_window (5m) is shorter"),
+            ("[runner]\nbackoff_max = \"10m\"", "or lower ack_wait, max_deliveries or backoff_max"),
+            ("[topology]\ndedupe_ttl = \"1day\"", "Raise dedupe_ttl to at least max_age"),
+            ("[topology]\nmax_age = \"1m\"\ndedupe_ttl = \"1m\"", "the server refuses such streams"),
+            ("[runner]\nhold_max = \"10s\"", "Raise hold_max or lower send_timeout"),
+            ("[topology]\nmax_message_size = 100", "use at least 4096"),
+            ("[topology]\nidempotency_ttl = \"0s\"", "at least 1s"),
+        ];
+        for (toml, expected) in cases {
+            let problems = Config::from_toml(toml).unwrap().check().unwrap_err();
+            assert!(problems.iter().any(|p| p.contains(expected)), "{toml}: {problems:#?}");
+        }
     }
 
     #[test]

@@ -59,11 +59,11 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     app::cancel_on_signals(cancel.clone());
     let resources = Resources::load(config, &StageKind::ALL).await?;
     if let Some(store) = &resources.store {
-        let (lines, errors) = crate::api::parse_jsonl(SAMPLE_DIRECTORY, 1);
+        let (lines, errors) = herald_schemas::api::parse_import(SAMPLE_DIRECTORY, 1);
         anyhow::ensure!(errors.is_empty(), "the sample directory is invalid: {errors:?}");
         store.import("acme", &lines).await?;
         println!("Directory seeded with {} sample users of tenant acme (config/directory.jsonl).", lines.len());
-        for published in crate::templates::publish_samples(store, config, "acme").await? {
+        for published in crate::template_files::publish_samples(store, config, "acme").await? {
             let what = if published.created { "published" } else { "unchanged" };
             println!("Template {} version {} ({what}; config/templates/{}).", published.id, published.version, published.id);
         }
@@ -125,7 +125,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
             println!("  {reason:<40} {n:>6}");
         }
     }
-    let dir = &config.deliver.log_dir;
+    let dir = &config.deliver.log.dir;
     let records = std::fs::read_dir(dir)
         .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
         .unwrap_or(0);

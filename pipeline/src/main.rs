@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use herald_schemas::Channel;
 
 use herald::app::StageKind;
-use herald::{admin, bench, commands, config, demo};
+use herald::cli::{directory, events, send, serve, templates};
+use herald::{bench, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
 #[global_allocator]
@@ -55,18 +56,18 @@ enum Command {
 
     /// Manage the directory through the admin API: users, devices, preferences, groups,
     /// members, and JSONL import.
-    Directory(admin::DirectoryArgs),
+    Directory(directory::DirectoryArgs),
 
     /// Templates: check and publish a directory of them as new immutable versions, list, show,
     /// and preview with sample data.
-    Templates(herald::templates::TemplatesArgs),
+    Templates(templates::TemplatesArgs),
 
     /// Create or update every stream, consumer, KV bucket and object store, and report drift.
     /// Safe to run any number of times.
     Provision,
 
     /// Publish a notification request and print its sequence in the requests stream.
-    Send(commands::SendArgs),
+    Send(send::SendArgs),
 
     /// Read the tracking stream.
     Events {
@@ -99,8 +100,8 @@ enum Command {
 enum EventsCommand {
     /// Follow the tracking stream, one JSON event per line.
     Tail {
-        /// Only this tenant.
-        #[arg(long, default_value = "*")]
+        /// Only this tenant (`*` for every tenant).
+        #[arg(long, default_value = "*", value_parser = parse_tenant_filter)]
         tenant: String,
         /// Only this status (accepted, rejected, sent, failed, dead_lettered, …).
         #[arg(long, default_value = "*")]
@@ -143,20 +144,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A tenant filter: `*`, or a tenant id.
+fn parse_tenant_filter(tenant: &str) -> Result<String, String> {
+    if tenant == "*" { Ok(tenant.to_owned()) } else { herald::cli::parse_tenant(tenant) }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::Config::load(cli.config.as_deref())?;
+    if let Err(problems) = config.check() {
+        anyhow::bail!("the configuration contradicts itself:\n  - {}", problems.join("\n  - "));
+    }
     match cli.command {
-        Command::Up => commands::up(&config).await,
-        Command::Stage { names, channels } => commands::stage(&config, &names, channels).await,
-        Command::Api => commands::api(&config).await,
-        Command::Directory(args) => admin::run(&config, args).await,
-        Command::Templates(args) => herald::templates::run(&config, args).await,
-        Command::Provision => commands::provision(&config).await,
-        Command::Send(args) => commands::send(&config, args).await,
+        Command::Up => serve::up(&config).await,
+        Command::Stage { names, channels } => serve::stage(&config, &names, channels).await,
+        Command::Api => serve::api(&config).await,
+        Command::Directory(args) => directory::run(&config, args).await,
+        Command::Templates(args) => templates::run(&config, args).await,
+        Command::Provision => serve::provision(&config).await,
+        Command::Send(args) => send::send(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
-            commands::tail(&config, &tenant, &status, notification, from_start, count).await
+            events::tail(&config, &tenant, &status, notification, from_start, count).await
         }
-        Command::Status { json } => commands::status(&config, json).await,
+        Command::Status { json } => events::status(&config, json).await,
         Command::Demo { count } => demo::run(&config, count).await,
         Command::Bench(args) => bench::run(&config, args).await,
     }

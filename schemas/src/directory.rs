@@ -204,6 +204,21 @@ pub struct ImportLine {
 }
 
 /// Ids of users, devices and groups: what a subject token and a record key can hold.
+/// A tenant id: it becomes a subject token (`herald.requests.<tenant>`), so only letters,
+/// digits, `_` and `-`, at most 64 of them. Checked wherever a tenant enters: the API's paths,
+/// the CLI, the store, the publisher.
+pub fn check_tenant(tenant: &str) -> Result<(), ValidationError> {
+    let ok = !tenant.is_empty() && tenant.len() <= 64 && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "invalid_tenant",
+            format!("tenant {tenant:?} must be 1–64 letters, digits, `_` or `-` (it is a NATS subject token: no `.`, `*`, `>` or spaces)"),
+        ))
+    }
+}
+
 pub fn check_id(field: &str, id: &str) -> Result<(), ValidationError> {
     let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@+:".contains(&b));
     if ok {
@@ -329,6 +344,16 @@ impl ImportLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenants_are_subject_tokens() {
+        for good in ["acme", "acme-eu", "acme_2", "A1"] {
+            assert!(check_tenant(good).is_ok(), "{good}");
+        }
+        for bad in ["", "acme.eu", "a*", "a>", "a b", "ünï", &"x".repeat(65)] {
+            assert_eq!(check_tenant(bad).unwrap_err().code, "invalid_tenant", "{bad}");
+        }
+    }
 
     #[test]
     fn emails() {

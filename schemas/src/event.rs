@@ -67,6 +67,10 @@ pub enum Status {
     Sent,
     /// A transient failure; the stage will try again (`attempt` counts).
     Retrying,
+    /// Something every message needs is down (a store, the broker, a provider call of another
+    /// replica still in flight): the message is held without spending an attempt, for at most
+    /// `runner.hold_max`, then retried as usual. One event per hold.
+    Held,
     /// A permanent failure for this delivery (unknown recipient, invalid token …).
     Failed,
     /// The message could not be processed after its retries and sits in the dead-letter stream.
@@ -74,6 +78,12 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether the status is reported once per delivery attempt of a message (and so carries the
+    /// attempt in its event id) rather than once however often it is reported.
+    pub fn is_per_attempt(self) -> bool {
+        matches!(self, Status::Retrying | Status::Held)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Accepted => "accepted",
@@ -85,6 +95,7 @@ impl Status {
             Status::Throttled => "throttled",
             Status::Sent => "sent",
             Status::Retrying => "retrying",
+            Status::Held => "held",
             Status::Failed => "failed",
             Status::DeadLettered => "dead_lettered",
         }

@@ -30,11 +30,9 @@ pub struct FanoutPage {
 }
 
 impl FanoutPage {
-    /// The page's deterministic id: the same page of the same notification always has it.
+    /// The page's deterministic id, from (notification, group, page number): see
+    /// [`crate::ids::fanout_page_id`].
     pub fn id(&self) -> Uuid {
-        Uuid::new_v5(
-            &self.notification.notification_id,
-            format!("fanout\0{}\0{}", self.group, self.after.as_deref().unwrap_or("")).as_bytes(),
-        )
+        crate::ids::fanout_page_id(self.notification.notification_id, &self.group, self.page)
     }
 }

@@ -12,28 +12,30 @@ use crate::{Channel, Status};
 /// Namespace of every name-based id Herald derives.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_2a3e_0c55_4c7e_9d0b_8e4f_52a1_7c10);
 
-/// What a notification id is derived from.
-#[derive(Debug, Clone, Copy)]
-pub enum NotificationSource<'a> {
-    /// The producer's idempotency key: every request with this key maps to one notification.
-    IdempotencyKey(&'a str),
-    /// The request's position in the requests stream, and when it was stored there (Unix ms).
-    /// A redelivery has the same position; a new publish (or a replay) a new one.
-    Stream { sequence: u64, stored_at_ms: u64 },
+/// The notification id of the request stored at `sequence` in the requests stream at
+/// `stored_at_ms` (Unix ms). A redelivery has the same position; a new publish (or a replay) a
+/// new one. Time-ordered (UUIDv7 layout), so ids sort by arrival.
+///
+/// An idempotency key does not enter the id: it only decides whether a request is admitted. A
+/// key reused after its TTL therefore yields a new notification, delivered like any other,
+/// rather than one whose deliveries are still remembered as sent.
+pub fn notification_id(tenant: &str, sequence: u64, stored_at_ms: u64) -> Uuid {
+    let hash = Uuid::new_v5(&NAMESPACE, format!("seq\0{tenant}\0{sequence}").as_bytes());
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&hash.as_bytes()[6..]);
+    uuid::Builder::from_unix_timestamp_millis(stored_at_ms, &random).into_uuid()
 }
 
-/// The notification id of a request. Time-ordered (UUIDv7 layout) when derived from the stream
-/// position, so ids sort by arrival.
-pub fn notification_id(tenant: &str, source: NotificationSource<'_>) -> Uuid {
-    match source {
-        NotificationSource::IdempotencyKey(key) => Uuid::new_v5(&NAMESPACE, format!("idem\0{tenant}\0{key}").as_bytes()),
-        NotificationSource::Stream { sequence, stored_at_ms } => {
-            let hash = Uuid::new_v5(&NAMESPACE, format!("seq\0{tenant}\0{sequence}").as_bytes());
-            let mut random = [0u8; 10];
-            random.copy_from_slice(&hash.as_bytes()[6..]);
-            uuid::Builder::from_unix_timestamp_millis(stored_at_ms, &random).into_uuid()
-        }
-    }
+/// The id under which a producer's idempotency key is claimed (one per tenant and key).
+pub fn idempotency_key_id(tenant: &str, key: &str) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, format!("idem\0{tenant}\0{key}").as_bytes())
+}
+
+/// The id of page `page` of the fan-out of `notification_id` to `group`. The page number, not
+/// the cursor, names it: a page redone after the group changed still has its id, so its
+/// successor does too, and the chain of pages never forks.
+pub fn fanout_page_id(notification_id: Uuid, group: &str, page: u32) -> Uuid {
+    Uuid::new_v5(&notification_id, format!("fanout\0{group}\0{page}").as_bytes())
 }
 
 /// The delivery id of (notification, recipient, channel, address).
@@ -61,7 +63,7 @@ mod tests {
     proptest! {
         #[test]
         fn notification_ids_are_deterministic_and_distinct(tenant in "[a-z]{1,8}", a in 1u64..u64::MAX/2, b in 1u64..u64::MAX/2, ms in 0u64..(1u64<<47)) {
-            let id = |seq| notification_id(&tenant, NotificationSource::Stream { sequence: seq, stored_at_ms: ms });
+            let id = |seq| notification_id(&tenant, seq, ms);
             prop_assert_eq!(id(a), id(a));
             if a != b { prop_assert_ne!(id(a), id(b)); }
             prop_assert_eq!(id(a).get_version_num(), 7);
@@ -69,7 +71,7 @@ mod tests {
 
         #[test]
         fn idempotency_keys_map_to_one_id_per_tenant(key in ".{1,40}", t1 in "[a-z]{1,8}", t2 in "[a-z]{1,8}") {
-            let id = |t: &str| notification_id(t, NotificationSource::IdempotencyKey(&key));
+            let id = |t: &str| idempotency_key_id(t, &key);
             prop_assert_eq!(id(&t1), id(&t1));
             if t1 != t2 { prop_assert_ne!(id(&t1), id(&t2)); }
         }
@@ -84,9 +86,17 @@ mod tests {
     }
 
     #[test]
+    fn fanout_pages_are_named_by_number() {
+        let n = Uuid::from_u128(42);
+        assert_eq!(fanout_page_id(n, "staff", 3), fanout_page_id(n, "staff", 3));
+        assert_ne!(fanout_page_id(n, "staff", 3), fanout_page_id(n, "staff", 4));
+        assert_ne!(fanout_page_id(n, "staff", 3), fanout_page_id(n, "beta", 3));
+    }
+
+    #[test]
     fn notification_ids_sort_by_arrival() {
-        let early = notification_id("acme", NotificationSource::Stream { sequence: 9, stored_at_ms: 1_000 });
-        let late = notification_id("acme", NotificationSource::Stream { sequence: 1, stored_at_ms: 2_000 });
+        let early = notification_id("acme", 9, 1_000);
+        let late = notification_id("acme", 1, 2_000);
         assert!(early < late);
     }
 }

@@ -8,6 +8,7 @@
 //! This crate does no I/O. It holds the types, their validation rules, the deterministic id
 //! derivations every stage relies on for idempotency, and the header names of the wire protocol.
 
+pub mod api;
 pub mod channel;
 pub mod delivery;
 pub mod directory;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod notification;
 pub mod request;
 mod schema;
+pub mod secret;
 pub mod template;
 
 pub use channel::Channel;
@@ -27,6 +29,7 @@ pub use fanout::FanoutPage;
 pub use notification::Notification;
 pub use request::{NotificationRequest, Priority, Recipient, ValidationError};
 pub use schema::{SchemaFile, schema_files};
+pub use secret::Secret;
 pub use template::{TemplateSpec, TemplateVersion};
 
 /// The version of the wire format these types describe. Every envelope carries it as `v`.

@@ -49,6 +49,9 @@ pub struct TestEnv {
 pub struct Options {
     pub max_deliveries: u32,
     pub ack_wait: &'static str,
+    /// More `[topology]` keys, e.g. `idempotency_ttl = "2s"`.
+    pub topology_extra: String,
+    /// More tables after the generated ones, e.g. `[enrich]\nfanout_page = 100`.
     pub extra_config: String,
     pub url: Option<String>,
     pub replicas: usize,
@@ -56,7 +59,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_deliveries: 5, ack_wait: "3s", extra_config: String::new(), url: None, replicas: 1 }
+        Options { max_deliveries: 5, ack_wait: "3s", topology_extra: String::new(), extra_config: String::new(), url: None, replicas: 1 }
     }
 }
 
@@ -90,6 +93,7 @@ admin_token = "{ADMIN_TOKEN}"
 max_deliveries = {max_deliveries}
 ack_wait = "{ack_wait}"
 replicas = {replicas}
+{topology_extra}
 
 [runner]
 backoff_initial = "200ms"
@@ -98,12 +102,18 @@ pull_expiry = "500ms"
 shutdown_grace = "20s"
 
 [deliver]
-log_dir = "{deliveries}"
+# A provider call left in `sending` by a crash is taken over after 2 × this.
+send_timeout = "2s"
+
+[deliver.log]
+dir = "{deliveries}"
+record_calls = true
 {extra}
 "#,
             max_deliveries = options.max_deliveries,
             ack_wait = options.ack_wait,
             replicas = options.replicas,
+            topology_extra = options.topology_extra,
             deliveries = deliveries.display(),
             extra = options.extra_config,
         );
@@ -184,8 +194,15 @@ log_dir = "{deliveries}"
 
     /// Starts a long-running `herald <args>` (e.g. `up`), its log in `<name>.log`.
     pub fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Process> {
+        self.spawn_with_env(name, args, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables (e.g. other credentials).
+    pub fn spawn_with_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Process> {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
-        let child = self.herald(args).stdout(Stdio::null()).stderr(log).spawn().context("cannot start herald")?;
+        let mut command = self.herald(args);
+        command.envs(env.iter().copied());
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().context("cannot start herald")?;
         Ok(Process { child, log: self.dir.path().join(format!("{name}.log")) })
     }
 
@@ -206,7 +223,29 @@ log_dir = "{deliveries}"
 
     /// How many sends of an already recorded delivery the log sink absorbed.
     pub fn absorbed_duplicates(&self) -> usize {
-        std::fs::read_to_string(self.deliveries_dir().join(herald_deliver_duplicates())).map(|t| t.lines().count()).unwrap_or(0)
+        std::fs::read_to_string(self.deliveries_dir().join("duplicates.jsonl")).map(|t| t.lines().count()).unwrap_or(0)
+    }
+
+    /// Every call the `log` provider received, repeats included (`calls.jsonl`): what a real
+    /// provider would have seen.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.deliveries_dir().join("calls.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Provider calls per delivery id.
+    pub fn calls_per_delivery(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for call in self.calls() {
+            *counts.entry(call["delivery_id"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Calls beyond the first for the same delivery: sends a provider without idempotency keys
+    /// would have delivered twice.
+    pub fn second_calls(&self) -> usize {
+        self.calls_per_delivery().values().map(|n| n - 1).sum()
     }
 
     /// Publishes a request body for `tenant` and waits for the stream's ack.
@@ -264,10 +303,6 @@ log_dir = "{deliveries}"
         }
         Ok(())
     }
-}
-
-fn herald_deliver_duplicates() -> &'static str {
-    "duplicates.jsonl"
 }
 
 fn humantime_parse(s: &str) -> anyhow::Result<Duration> {

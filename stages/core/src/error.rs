@@ -60,8 +60,14 @@ impl From<DecodeError> for StageError {
 }
 
 impl From<crate::PortError> for StageError {
+    /// A store that is down holds the message; a row that does not decode or a query the store
+    /// refuses would fail the same way on every try, so it is dead-lettered with the reason.
     fn from(error: crate::PortError) -> Self {
-        StageError::outage("store_unavailable", error.to_string())
+        match error.kind {
+            crate::PortErrorKind::Unavailable => StageError::outage("store_unavailable", error.to_string()),
+            crate::PortErrorKind::Decode => StageError::permanent("store_decode_failed", error.to_string()),
+            crate::PortErrorKind::Query => StageError::permanent("store_query_failed", error.to_string()),
+        }
     }
 }
 

@@ -77,9 +77,9 @@ impl EventBuilder {
     }
 }
 
-/// Retries are one event per attempt; every other state change is one event however often it
+/// Retries and holds are one event per attempt; every other state change is one event however often it
 /// is reported, so a redelivered message re-reports with the same id and the stream dedupes it.
 fn id(subject: Uuid, stage: &str, status: Status, attempt: u32) -> Uuid {
-    let attempt = if status == Status::Retrying { attempt } else { 0 };
+    let attempt = if status.is_per_attempt() { attempt } else { 0 };
     ids::event_id(subject, stage, status, attempt)
 }

@@ -7,13 +7,22 @@ use bytes::Bytes;
 
 use herald_schemas::{TemplateSpec, TemplateVersion, Timestamp};
 
-use crate::{Created, KeyValue, PortError, TemplateSource, version_at};
+use crate::{Created, Entry, KeyValue, PortError, Swapped, TemplateSource, version_at};
 
-/// A [`KeyValue`] in a `HashMap`; `fail` makes every call fail.
+/// A [`KeyValue`] in a `HashMap`, with revisions like a JetStream bucket's. Failures can be
+/// injected per operation, to exercise error paths.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryKv {
-    map: Arc<Mutex<HashMap<String, Bytes>>>,
-    failing: Arc<Mutex<bool>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<String, Entry>,
+    revision: u64,
+    failing: bool,
+    /// Compare-and-swaps still to fail (as an unavailable store) before they work again.
+    failing_swaps: u32,
 }
 
 impl MemoryKv {
@@ -23,24 +32,42 @@ impl MemoryKv {
 
     /// Makes every later call fail (or succeed again), to exercise error paths.
     pub fn fail(&self, failing: bool) {
-        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = failing;
+        self.lock().failing = failing;
+    }
+
+    /// Makes the next `n` compare-and-swaps fail as if the store were down.
+    pub fn fail_swaps(&self, n: u32) {
+        self.lock().failing_swaps = n;
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bytes>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    /// The current value of a key (for assertions).
+    pub fn value(&self, key: &str) -> Option<Bytes> {
+        self.lock().map.get(key).map(|e| e.value.clone())
     }
 
-    fn check(&self) -> Result<(), PortError> {
-        if *self.failing.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Err(PortError { store: "memory kv".into(), detail: "injected failure".into() });
+    /// Writes a key unconditionally (to set up a test).
+    pub fn set(&self, key: &str, value: Bytes) {
+        let mut inner = self.lock();
+        inner.revision += 1;
+        let revision = inner.revision;
+        inner.map.insert(key.to_owned(), Entry { value, revision });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(inner: &Inner) -> Result<(), PortError> {
+        if inner.failing {
+            return Err(PortError::unavailable("memory kv", "injected failure"));
         }
         Ok(())
     }
@@ -48,24 +75,37 @@ impl MemoryKv {
 
 impl KeyValue for MemoryKv {
     async fn create(&self, key: &str, value: Bytes) -> Result<Created, PortError> {
-        self.check()?;
-        let mut map = self.lock();
-        if let Some(existing) = map.get(key) {
+        let mut inner = self.lock();
+        Self::check(&inner)?;
+        if let Some(existing) = inner.map.get(key) {
             return Ok(Created::Exists(existing.clone()));
         }
-        map.insert(key.to_owned(), value);
-        Ok(Created::Created)
+        inner.revision += 1;
+        let revision = inner.revision;
+        inner.map.insert(key.to_owned(), Entry { value, revision });
+        Ok(Created::Created(revision))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, PortError> {
-        self.check()?;
-        Ok(self.lock().get(key).cloned())
+    async fn entry(&self, key: &str) -> Result<Option<Entry>, PortError> {
+        let inner = self.lock();
+        Self::check(&inner)?;
+        Ok(inner.map.get(key).cloned())
     }
 
-    async fn put(&self, key: &str, value: Bytes) -> Result<(), PortError> {
-        self.check()?;
-        self.lock().insert(key.to_owned(), value);
-        Ok(())
+    async fn swap(&self, key: &str, value: Bytes, revision: u64) -> Result<Swapped, PortError> {
+        let mut inner = self.lock();
+        Self::check(&inner)?;
+        if inner.failing_swaps > 0 {
+            inner.failing_swaps -= 1;
+            return Err(PortError::unavailable("memory kv", "injected failure of a compare-and-swap"));
+        }
+        if inner.map.get(key).map(|e| e.revision) != Some(revision) {
+            return Ok(Swapped::Conflict);
+        }
+        inner.revision += 1;
+        let new = inner.revision;
+        inner.map.insert(key.to_owned(), Entry { value, revision: new });
+        Ok(Swapped::Done(new))
     }
 }
 

@@ -1,5 +1,5 @@
-//! Ports: what stages need from the outside world, as traits. `herald-nats` implements them on
-//! JetStream; [`crate::memory`] implements them in memory for unit tests.
+//! Ports: what stages need from the outside world, as traits. `herald-nats` and the store
+//! implement them; [`crate::memory`] implements them in memory for unit tests.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,34 +7,82 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_schemas::{TemplateVersion, Timestamp};
 
-/// A failed call to a backing store. Always transient from a stage's point of view.
+/// What kind of failure a [`PortError`] is, which decides what the runner does with the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortErrorKind {
+    /// The store cannot be reached or is not answering: not the message's fault, held and
+    /// tried again.
+    Unavailable,
+    /// The store answered with something that cannot be read (a row that does not decode):
+    /// trying again reads the same row, so the message is dead-lettered with the reason.
+    Decode,
+    /// The store refused the query itself: as permanent as a decode error.
+    Query,
+}
+
+/// A failed call to a backing store.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{store}: {detail}")]
 pub struct PortError {
     /// Which store failed, e.g. `kv bucket herald-dedupe`.
     pub store: String,
     pub detail: String,
+    pub kind: PortErrorKind,
+}
+
+impl PortError {
+    /// The store is down or not answering.
+    pub fn unavailable(store: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        PortError { store: store.into(), detail: detail.to_string(), kind: PortErrorKind::Unavailable }
+    }
+
+    /// A record that does not decode.
+    pub fn decode(store: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        PortError { store: store.into(), detail: detail.to_string(), kind: PortErrorKind::Decode }
+    }
+
+    /// A query the store refused.
+    pub fn query(store: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        PortError { store: store.into(), detail: detail.to_string(), kind: PortErrorKind::Query }
+    }
+}
+
+/// A key's current value and its revision, for compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub revision: u64,
 }
 
 /// The result of a put-if-absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
-    /// The key was absent and now holds our value.
-    Created,
-    /// The key already held this value.
-    Exists(Bytes),
+    /// The key was absent and now holds our value, at this revision.
+    Created(u64),
+    /// The key already held this entry.
+    Exists(Entry),
 }
 
-/// A key-value bucket with put-if-absent: the basis of idempotency keys and dedupe claims.
+/// The result of a compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swapped {
+    /// The key held the expected revision and now holds our value, at this revision.
+    Done(u64),
+    /// Someone else wrote the key since the expected revision: read it again.
+    Conflict,
+}
+
+/// A key-value bucket with put-if-absent and compare-and-swap: the basis of idempotency keys
+/// and delivery states. Keys expire with the bucket's max age.
 pub trait KeyValue: Send + Sync + 'static {
-    /// Stores `value` under `key` unless the key exists. Keys expire with the bucket's max age.
+    /// Stores `value` under `key` unless the key exists.
     fn create(&self, key: &str, value: Bytes) -> impl Future<Output = Result<Created, PortError>> + Send;
 
-    /// Reads a key.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, PortError>> + Send;
+    /// Reads a key with its revision.
+    fn entry(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, PortError>> + Send;
 
-    /// Writes a key unconditionally.
-    fn put(&self, key: &str, value: Bytes) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Writes `value` only if the key is still at `revision`.
+    fn swap(&self, key: &str, value: Bytes, revision: u64) -> impl Future<Output = Result<Swapped, PortError>> + Send;
 }
 
 /// Where published templates are read. Versions are immutable, so implementations may cache a

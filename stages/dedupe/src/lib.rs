@@ -3,25 +3,29 @@
 //! In: a rendered [`Delivery`].
 //! Out: the delivery to throttle when this message holds its claim; otherwise a
 //! `deduplicated` event (a replay, or a second notification with the same delivery id).
-//! Side effects: claims `claim.<delivery_id>` in the dedupe bucket (put-if-absent; the bucket's
+//! Side effects: claims the delivery's state in the dedupe bucket (see [`state`]; the bucket's
 //! max age is the claim's lifetime).
-//! Invariants: the claim's value is the stream sequence of the message that won it, so the
+//! Invariants: the claim remembers the stream sequence of the message that won it, so the
 //! same message redelivered after a crash finds its own claim and goes on, while any other
-//! copy (a replay is a new message with a new sequence) is dropped.
+//! copy is dropped. A delivery whose state is `failed` may be claimed again: that is how a
+//! replay retries what failed.
 
-use bytes::Bytes;
+pub mod state;
+
 use herald_schemas::{Delivery, Status};
-use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, Stage, StageError};
+use herald_stage::{EventBuilder, Hop, KeyValue, Meta, Outcome, Stage, StageError};
 
-/// The dedupe stage over a claim store.
+pub use state::{Begin, Claim, DeliveryState, Finished, Phase, States, Ticket};
+
+/// The dedupe stage over the delivery states.
 #[derive(Debug)]
 pub struct Dedupe<K> {
-    claims: K,
+    states: States<K>,
 }
 
 impl<K: KeyValue> Dedupe<K> {
-    pub fn new(claims: K) -> Self {
-        Dedupe { claims }
+    pub fn new(kv: K) -> Self {
+        Dedupe { states: States::new(kv) }
     }
 }
 
@@ -30,13 +34,16 @@ impl<K: KeyValue> Stage for Dedupe<K> {
     type Input = Delivery;
 
     async fn process(&self, delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
-        let key = format!("claim.{}", delivery.delivery_id);
-        let mine = Bytes::from(meta.sequence.to_string());
-        match self.claims.create(&key, mine.clone()).await? {
-            Created::Created => Outcome::new().forward(Hop::Throttle, &delivery),
-            Created::Exists(owner) if owner == mine => Outcome::new().forward(Hop::Throttle, &delivery),
-            Created::Exists(owner) => {
-                let detail = format!("delivery already claimed by message #{}", String::from_utf8_lossy(&owner));
+        match self.states.claim(delivery.delivery_id, meta.sequence).await? {
+            Claim::Won => Outcome::new().forward(Hop::Throttle, &delivery),
+            Claim::Taken(state) => {
+                let detail = match state.phase {
+                    Phase::Sent { provider, provider_message_id, .. } => {
+                        format!("already sent through {provider} as {provider_message_id}")
+                    }
+                    _ if state.claim == 0 => "already being delivered".to_owned(),
+                    _ => format!("already claimed by message #{}", state.claim),
+                };
                 Outcome::new().event(
                     EventBuilder::delivery(Self::NAME, meta, &delivery, Status::Deduplicated).reason("duplicate_delivery", detail).build(),
                 )

@@ -1,79 +1,144 @@
-//! Deliver: hands each delivery to its channel's provider, once.
+//! Deliver: hands each delivery to its provider, once.
 //!
 //! In: a [`Delivery`] from throttle, on its channel's own consumer (a provider outage stalls
 //! only that channel).
-//! Out: `sent` with the provider's message id; `failed` for a permanent provider rejection;
-//! `expired` when it expired while waiting. A retryable provider error is a transient stage error:
-//! the runner retries it with backoff and dead-letters it after the last attempt.
-//! Side effects: the provider call; `sent.<delivery_id>` in the dedupe bucket after it succeeds.
-//! Invariants: a redelivered message whose delivery is marked sent is not sent again. The only
-//! window left is a crash between the provider's answer and the marker write; there the
-//! delivery is sent again with the same idempotency key (the delivery id), which providers that
-//! honour one (the log sandbox does) turn into a no-op.
+//! Out: `sent` with the provider's message id; `failed` for a permanent provider refusal;
+//! `expired` when it expired while waiting; `deduplicated` when another copy already sent it. A
+//! retryable provider error is a transient stage error: the runner retries it with backoff and
+//! dead-letters it after the last attempt.
+//! Side effects: the provider call, and the delivery's state in the dedupe bucket
+//! (`herald_dedupe::state`), read on every message and moved by compare-and-swap.
+//! Invariants:
+//! - A delivery whose state is `sent` is never sent again, whichever copy of it arrives
+//!   (redelivered, republished after the duplicate window, replayed).
+//! - After a provider accepted, only the state write is retried, never the call.
+//! - A call holds its route's concurrency permit until its outcome is written, so a crash
+//!   leaves at most `deliver.concurrency` deliveries per route and process in `sending`; those
+//!   are the only ones a provider can see twice (after the holder's lease), and they carry the
+//!   delivery id as the idempotency key, which providers that honour one absorb.
 
-pub mod log;
+pub mod config;
+pub mod providers;
 
-use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use herald_schemas::{Channel, Delivery, Status};
+use herald_dedupe::{Begin, Finished, Phase, States, Ticket};
+use herald_schemas::{Channel, Delivery, Status, Timestamp};
 use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Stage, StageError};
+use tracing::warn;
 
-pub use log::{DUPLICATES_FILE, LogSink};
-
-/// A provider's answer to an accepted delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The provider's id of the message (APNs `apns-id`, Twilio `sid`, …).
-    pub provider_message_id: String,
-    /// Whether the provider recognized the idempotency key as already delivered.
-    pub duplicate: bool,
-}
-
-/// How a provider refused a delivery.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {detail}")]
-pub struct ProviderError {
-    /// Retry later (outage, rate limit, I/O error), or never (invalid address, payload).
-    pub retryable: bool,
-    /// The provider's own code, e.g. `BadDeviceToken`, `21211`, or ours, e.g. `io_error`.
-    pub code: String,
-    pub detail: String,
-    /// The provider's `Retry-After`, when it gave one.
-    pub retry_after: Option<std::time::Duration>,
-}
-
-/// A channel's provider.
-pub trait Provider: Send + Sync + 'static {
-    /// The provider's name for events and metrics, e.g. `apns` or `log`.
-    fn name(&self) -> &str;
-
-    /// Sends one delivery. `delivery.delivery_id` is the idempotency key.
-    fn send(&self, delivery: &Delivery) -> impl Future<Output = Result<Receipt, ProviderError>> + Send;
-}
+pub use config::DeliverConfig;
+pub use providers::log::{CALLS_FILE, DUPLICATES_FILE, LogConfig, LogSink};
+pub use providers::{BuildError, Provider, ProviderError, Providers, Receipt, Route, SendFuture};
 
 /// The deliver stage for one channel.
 #[derive(Debug)]
-pub struct Deliver<P, K> {
+pub struct Deliver<K> {
     channel: Channel,
-    provider: P,
-    markers: K,
+    providers: Arc<Providers>,
+    states: States<K>,
+    config: DeliverConfig,
 }
 
-impl<P: Provider, K: KeyValue> Deliver<P, K> {
-    pub fn new(channel: Channel, provider: P, markers: K) -> Self {
-        Deliver { channel, provider, markers }
+impl<K: KeyValue> Deliver<K> {
+    pub fn new(channel: Channel, providers: Arc<Providers>, kv: K, config: DeliverConfig) -> Self {
+        Deliver { channel, providers, states: States::new(kv), config }
     }
 
-    fn sent(&self, meta: &Meta, delivery: &Delivery, provider_message_id: &str) -> Result<Outcome, StageError> {
-        let event = EventBuilder::delivery(Self::NAME, meta, delivery, Status::Sent)
-            .reason("provider_accepted", format!("{} accepted it as {provider_message_id}", self.provider.name()))
-            .build();
-        Outcome::new().event(event)
+    fn event(
+        meta: &Meta,
+        delivery: &Delivery,
+        status: Status,
+        reason: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Result<Outcome, StageError> {
+        Outcome::new().event(EventBuilder::delivery(Self::NAME, meta, delivery, status).reason(reason, detail).build())
+    }
+
+    fn sent(meta: &Meta, delivery: &Delivery, provider: &str, provider_message_id: &str) -> Result<Outcome, StageError> {
+        Self::event(meta, delivery, Status::Sent, "provider_accepted", format!("{provider} accepted it as {provider_message_id}"))
+    }
+
+    /// Calls the provider under a ticket and records what it said.
+    async fn send(&self, route: &Route, ticket: Ticket, delivery: &Delivery, meta: &Meta) -> Result<Outcome, StageError> {
+        let provider = route.provider.name().to_owned();
+        if ticket.took_over {
+            warn!(delivery_id = %delivery.delivery_id, provider, "An earlier holder's lease ran out before it recorded an outcome; sending again with the same idempotency key.");
+        }
+        let now = Timestamp::now();
+        if let Some(expires_at) = delivery.expires_at
+            && expires_at <= now
+        {
+            let detail = format!("expired at {expires_at} while waiting for the provider");
+            self.finish(&ticket, delivery, failed(meta, "expired", &detail)).await;
+            return Self::event(meta, delivery, Status::Expired, "expired", detail);
+        }
+        let answer = tokio::time::timeout(self.config.send_timeout, route.provider.send(delivery)).await;
+        let error = match answer {
+            Ok(Ok(receipt)) => {
+                let phase = Phase::Sent {
+                    by: meta.sequence,
+                    provider: provider.clone(),
+                    provider_message_id: receipt.provider_message_id.clone(),
+                    at: Timestamp::now(),
+                };
+                self.finish(&ticket, delivery, phase).await;
+                return Self::sent(meta, delivery, &provider, &receipt.provider_message_id);
+            }
+            Ok(Err(error)) if !error.retryable => {
+                let detail = format!("{provider} refused it: {}", error.detail);
+                self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+                return Self::event(meta, delivery, Status::Failed, error.code, detail);
+            }
+            Ok(Err(error)) => error,
+            Err(_) => ProviderError {
+                retryable: true,
+                code: "provider_timeout".into(),
+                detail: format!("no answer within {:?} (deliver.send_timeout)", self.config.send_timeout),
+                retry_after: None,
+            },
+        };
+        let detail = format!("{provider}: {}", error.detail);
+        if meta.is_last_attempt() {
+            // The runner dead-letters it now; `failed` lets a later replay send it again.
+            self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+        } else if let Err(e) = self.states.release(&ticket).await {
+            warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery; the next attempt waits for its lease.");
+        }
+        let mut stage_error = StageError::transient(error.code, detail);
+        stage_error.retry_after = error.retry_after;
+        Err(stage_error)
+    }
+
+    /// Writes an outcome until the store takes it. The provider has answered: calling it again
+    /// is what this loop exists to avoid, so it waits out a store outage instead (the runner
+    /// keeps the message with progress acks meanwhile).
+    async fn finish(&self, ticket: &Ticket, delivery: &Delivery, phase: Phase) {
+        let mut failures = 0u32;
+        loop {
+            match self.states.finish(ticket, phase.clone()).await {
+                Ok(Finished::Written) => return,
+                Ok(Finished::Overtaken) => {
+                    warn!(delivery_id = %delivery.delivery_id, "Another attempt took the delivery over after this one's lease ran out; its outcome stands.");
+                    return;
+                }
+                Err(error) => {
+                    failures += 1;
+                    warn!(%error, delivery_id = %delivery.delivery_id, failures, "Could not record the provider's answer; trying again (the provider is not called again).");
+                    let pause = Duration::from_millis(100).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(5));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
     }
 }
 
-impl<P: Provider, K: KeyValue> Stage for Deliver<P, K> {
+fn failed(meta: &Meta, reason: &str, detail: &str) -> Phase {
+    Phase::Failed { by: meta.sequence, reason: reason.to_owned(), detail: detail.to_owned(), at: Timestamp::now() }
+}
+
+impl<K: KeyValue> Stage for Deliver<K> {
     const NAME: &'static str = "deliver";
     type Input = Delivery;
 
@@ -84,114 +149,32 @@ impl<P: Provider, K: KeyValue> Stage for Deliver<P, K> {
                 format!("a {} delivery reached the {} deliver consumer", delivery.channel, self.channel),
             ));
         }
-        let marker = format!("sent.{}", delivery.delivery_id);
-        // A first delivery cannot have been sent before: dedupe admitted it once. Only a
-        // redelivery needs to ask.
-        if meta.attempt > 1
-            && let Some(id) = self.markers.get(&marker).await?
-        {
-            return self.sent(meta, &delivery, &String::from_utf8_lossy(&id));
-        }
-        if let Some(expires_at) = delivery.expires_at
-            && expires_at <= meta.received_at
-        {
-            let event = EventBuilder::delivery(Self::NAME, meta, &delivery, Status::Expired)
-                .reason("expired", format!("expired at {expires_at} while waiting for the provider"))
-                .build();
-            return Outcome::new().event(event);
-        }
-        match self.provider.send(&delivery).await {
-            Ok(receipt) => {
-                self.markers.put(&marker, Bytes::from(receipt.provider_message_id.clone())).await?;
-                self.sent(meta, &delivery, &receipt.provider_message_id)
+        let Some(route) = self.providers.select(&delivery.tenant, delivery.channel) else {
+            let detail = format!(
+                "no provider serves channel `{}` for tenant `{}`; configure one under [deliver]",
+                delivery.channel, delivery.tenant
+            );
+            return Self::event(meta, &delivery, Status::Failed, "no_provider", detail);
+        };
+        // Held until the outcome is written: bounds what a crash can leave in `sending`.
+        let _permit = route.permits.acquire().await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
+        let now = Timestamp::now();
+        match self.states.begin(delivery.delivery_id, meta.sequence, meta.attempt, self.config.lease(), now).await? {
+            Begin::Send(ticket) => self.send(route, ticket, &delivery, meta).await,
+            Begin::Sent { mine: true, provider, provider_message_id, .. } => Self::sent(meta, &delivery, &provider, &provider_message_id),
+            Begin::Sent { mine: false, by, provider, provider_message_id } => {
+                let detail = format!("already sent through {provider} as {provider_message_id} by message #{by}");
+                Self::event(meta, &delivery, Status::Deduplicated, "already_sent", detail)
             }
-            Err(error) if error.retryable => {
-                let mut stage_error = StageError::transient(error.code, format!("{}: {}", self.provider.name(), error.detail));
-                stage_error.retry_after = error.retry_after;
-                Err(stage_error)
-            }
-            Err(error) => {
-                let event = EventBuilder::delivery(Self::NAME, meta, &delivery, Status::Failed)
-                    .reason(error.code, format!("{} refused it: {}", self.provider.name(), error.detail))
-                    .build();
-                Outcome::new().event(event)
+            Begin::Failed { reason, detail } => Self::event(meta, &delivery, Status::Failed, reason, detail),
+            Begin::Busy { until, by } => {
+                let wait = Duration::try_from(until.duration_since(now)).unwrap_or_default();
+                let detail = format!("message #{by} is calling the provider; its lease runs until {until}");
+                Err(StageError::outage("delivery_in_flight", detail).retry_after(wait))
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use herald_stage::memory::MemoryKv;
-
-    use super::*;
-
-    /// A provider that answers from a script and counts its calls.
-    struct Scripted {
-        answers: Mutex<Vec<Result<Receipt, ProviderError>>>,
-        calls: Mutex<u32>,
-    }
-
-    impl Provider for Scripted {
-        fn name(&self) -> &str {
-            "scripted"
-        }
-        async fn send(&self, _delivery: &Delivery) -> Result<Receipt, ProviderError> {
-            *self.calls.lock().unwrap() += 1;
-            self.answers.lock().unwrap().remove(0)
-        }
-    }
-
-    fn delivery() -> Delivery {
-        herald_stage::memory::delivery(2)
-    }
-
-    fn scripted(answers: Vec<Result<Receipt, ProviderError>>) -> Scripted {
-        Scripted { answers: Mutex::new(answers), calls: Mutex::new(0) }
-    }
-
-    fn ok(id: &str) -> Result<Receipt, ProviderError> {
-        Ok(Receipt { provider_message_id: id.into(), duplicate: false })
-    }
-
-    fn refused(retryable: bool) -> Result<Receipt, ProviderError> {
-        Err(ProviderError {
-            retryable,
-            code: if retryable { "unavailable" } else { "bad_address" }.into(),
-            detail: "no".into(),
-            retry_after: None,
-        })
-    }
-
-    #[tokio::test]
-    async fn sends_and_marks() {
-        let kv = MemoryKv::new();
-        let stage = Deliver::new(Channel::Log, scripted(vec![ok("m-1")]), kv.clone());
-        let out = stage.process(delivery(), &Meta::for_tests()).await.unwrap();
-        assert_eq!(out.events()[0].status, Status::Sent);
-        assert_eq!(kv.get("sent.00000000-0000-0000-0000-000000000002").await.unwrap().as_deref(), Some(&b"m-1"[..]));
-    }
-
-    #[tokio::test]
-    async fn a_redelivery_of_a_sent_delivery_is_not_sent_again() {
-        let kv = MemoryKv::new();
-        let stage = Deliver::new(Channel::Log, scripted(vec![ok("m-1")]), kv);
-        stage.process(delivery(), &Meta::for_tests()).await.unwrap();
-        let again = stage.process(delivery(), &Meta { attempt: 2, ..Meta::for_tests() }).await.unwrap();
-        assert_eq!(again.events()[0].status, Status::Sent);
-        assert_eq!(*stage.provider.calls.lock().unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn errors_are_classified() {
-        let stage = Deliver::new(Channel::Log, scripted(vec![refused(true), refused(false)]), MemoryKv::new());
-        let err = stage.process(delivery(), &Meta::for_tests()).await.unwrap_err();
-        assert!(err.is_transient());
-        assert_eq!(err.reason, "unavailable");
-        let out = stage.process(delivery(), &Meta::for_tests()).await.unwrap();
-        assert_eq!(out.events()[0].status, Status::Failed);
-        assert_eq!(out.events()[0].reason.as_deref(), Some("bad_address"));
-    }
-}
+mod tests;

@@ -8,22 +8,27 @@
 //! (`channel_disabled`, `no_address`).
 //!
 //! **Fanout.** In: a [`FanoutPage`]. Out: the deliveries of one page of the group's members,
-//! and the next page when there is one. A million members never sit in memory at once: a
-//! message holds at most `fanout_page` of them.
+//! and the next page when there is one; or, for a second copy of a page, a `deduplicated`
+//! event. A million members never sit in memory at once: a message holds at most
+//! `fanout_page` of them.
 //!
-//! Side effects: none (directory reads only).
+//! Side effects: directory reads; fanout claims each page (`page.<page id>` in the dedupe
+//! bucket, put-if-absent, holding the stream sequence of the message that won it).
 //! Invariants: delivery ids are derived from (notification, recipient, channel, address), and a
-//! page's id from (notification, group, cursor). Running either stage twice on one message emits
-//! the same messages, so a crash in the middle of a fan-out resumes without duplicates, and a
-//! user reached both directly and through a group gets one delivery.
+//! page's id from (notification, group, page number). A page redone after a crash — even after
+//! the group changed — forwards a successor with the same id, and any other copy of a page is
+//! dropped at its claim, so the chain of pages never forks; repeated deliveries carry the same
+//! ids and meet their dedupe claims. A user reached both directly and through a group gets one
+//! delivery.
 
 use std::future::Future;
 
 use herald_schemas::directory::{Contact, Device, Platform};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Recipient, Status, TemplateVersion, ids};
-use herald_stage::{EventBuilder, Hop, Meta, Outcome, PortError, Stage, StageError, TemplateSource};
+use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, PortError, Stage, StageError, TemplateSource};
 use serde::{Deserialize, Serialize};
 
 /// Where recipients are looked up.
@@ -73,17 +78,18 @@ impl<D: Directory, T: TemplateSource> Enrich<D, T> {
     }
 }
 
-/// The fanout stage over a directory and the templates.
+/// The fanout stage over a directory, the templates and the page claims.
 #[derive(Debug)]
-pub struct Fanout<D, T> {
+pub struct Fanout<D, T, K> {
     directory: D,
     templates: T,
+    claims: K,
     config: EnrichConfig,
 }
 
-impl<D: Directory, T: TemplateSource> Fanout<D, T> {
-    pub fn new(directory: D, templates: T, config: EnrichConfig) -> Self {
-        Fanout { directory, templates, config }
+impl<D: Directory, T: TemplateSource, K: KeyValue> Fanout<D, T, K> {
+    pub fn new(directory: D, templates: T, claims: K, config: EnrichConfig) -> Self {
+        Fanout { directory, templates, claims, config }
     }
 }
 
@@ -332,12 +338,27 @@ impl<D: Directory, T: TemplateSource> Stage for Enrich<D, T> {
     }
 }
 
-impl<D: Directory, T: TemplateSource> Stage for Fanout<D, T> {
+impl<D: Directory, T: TemplateSource, K: KeyValue> Stage for Fanout<D, T, K> {
     const NAME: &'static str = "fanout";
     type Input = FanoutPage;
 
     async fn process(&self, page: FanoutPage, meta: &Meta) -> Result<Outcome, StageError> {
         let tenant = &page.notification.tenant;
+        let mine = Bytes::from(meta.sequence.to_string());
+        if let Created::Exists(owner) = self.claims.create(&format!("page.{}", page.id()), mine.clone()).await?
+            && owner.value != mine
+        {
+            let mut resolver = Resolver::new(Self::NAME, meta, &page.notification, &self.config, None);
+            let detail = format!(
+                "page {} of group `{}` is already handled by message #{}",
+                page.page,
+                page.group,
+                String::from_utf8_lossy(&owner.value)
+            );
+            let key = format!("group:{}:page:{}", page.group, page.page);
+            resolver.event(&key, None, None, Status::Deduplicated, "duplicate_page", detail)?;
+            return Ok(resolver.outcome);
+        }
         let size = self.config.fanout_page.max(1);
         let members = self.directory.members(tenant, &page.group, page.after.as_deref(), size).await?;
         let contacts = self.directory.contacts(tenant, &members).await?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use herald_schemas::NotificationRequest;
 use herald_schemas::directory::{Device, Environment, Preferences, User};
 
-use herald_stage::memory::MemoryTemplates;
+use herald_stage::memory::{MemoryKv, MemoryTemplates};
 
 use super::*;
 
@@ -207,7 +207,7 @@ async fn a_group_is_expanded_page_by_page() {
     let direct: Vec<Delivery> = out.forwarded(Hop::Render);
     let mut pages: Vec<FanoutPage> = out.forwarded(Hop::Fanout);
     assert_eq!(pages.len(), 1);
-    let fanout = Fanout::new(enrich.directory, templates(), config);
+    let fanout = Fanout::new(enrich.directory, templates(), MemoryKv::new(), config);
     let mut all = Vec::new();
     let mut unknown = 0;
     let mut sizes = Vec::new();
@@ -226,19 +226,24 @@ async fn a_group_is_expanded_page_by_page() {
     assert!(ids.contains(&direct[0].delivery_id), "a user reached directly and through the group has one delivery id");
 }
 
+/// The first page of a notification to `group` with template `t` version 1.
+fn first_page(group: &str) -> FanoutPage {
+    FanoutPage {
+        v: 1,
+        notification: notification(&format!(r#"{{"template":"t","recipients":[{{"group":"{group}"}}]}}"#)),
+        group: group.into(),
+        after: None,
+        page: 0,
+        template_version: Some(1),
+    }
+}
+
 #[tokio::test]
 async fn a_page_is_deterministic() {
     let mut memory = directory();
     memory.groups.insert("g".into(), vec!["alice".into(), "bob".into()]);
-    let fanout = Fanout::new(memory, templates(), EnrichConfig { fanout_page: 1, ..EnrichConfig::default() });
-    let page = FanoutPage {
-        v: 1,
-        notification: notification(r#"{"template":"t","recipients":[{"group":"g"}]}"#),
-        group: "g".into(),
-        after: None,
-        page: 0,
-        template_version: Some(1),
-    };
+    let fanout = Fanout::new(memory, templates(), MemoryKv::new(), EnrichConfig { fanout_page: 1, ..EnrichConfig::default() });
+    let page = first_page("g");
     let a = fanout.process(page.clone(), &Meta::for_tests()).await.unwrap();
     let b = fanout.process(page, &Meta::for_tests()).await.unwrap();
     let keys = |o: &Outcome| o.emits.iter().map(|e| e.key).collect::<Vec<_>>();
@@ -248,16 +253,33 @@ async fn a_page_is_deterministic() {
 }
 
 #[tokio::test]
-async fn an_empty_group_is_skipped_with_a_reason() {
-    let fanout = Fanout::new(directory(), templates(), EnrichConfig::default());
-    let page = FanoutPage {
-        v: 1,
-        notification: notification(r#"{"template":"t","recipients":[{"group":"nobody"}]}"#),
-        group: "nobody".into(),
-        after: None,
-        page: 0,
-        template_version: Some(1),
+async fn a_page_redone_after_the_group_changed_does_not_fork_the_chain() {
+    let page0 = |memory: Memory, claims: &MemoryKv| {
+        let fanout = Fanout::new(memory, templates(), claims.clone(), EnrichConfig { fanout_page: 2, ..EnrichConfig::default() });
+        (fanout, first_page("g"))
     };
+    let claims = MemoryKv::new();
+    let mut before = directory();
+    before.groups.insert("g".into(), vec!["alice".into(), "bob".into(), "carol".into()]);
+    let (fanout, page) = page0(before, &claims);
+    let first = fanout.process(page.clone(), &Meta { sequence: 7, ..Meta::for_tests() }).await.unwrap();
+    // The group changes, then the same message is redelivered (its holder crashed).
+    let mut after = directory();
+    after.groups.insert("g".into(), vec!["aaron".into(), "alice".into(), "bob".into(), "carol".into()]);
+    let (fanout, _) = page0(after, &claims);
+    let redone = fanout.process(page.clone(), &Meta { sequence: 7, attempt: 2, ..Meta::for_tests() }).await.unwrap();
+    let next = |o: &Outcome| o.emits.iter().filter(|e| e.hop == Hop::Fanout).map(|e| e.key).collect::<Vec<_>>();
+    assert_eq!(next(&first), next(&redone), "the successor keeps its id, so the stream keeps one of them");
+    // Any other copy of the page (republished after the duplicate window) is dropped with a reason.
+    let copy = fanout.process(page, &Meta { sequence: 99, ..Meta::for_tests() }).await.unwrap();
+    assert!(copy.forwarded::<Delivery>(Hop::Render).is_empty() && next(&copy).is_empty());
+    assert_eq!(events(&copy), ["deduplicated/duplicate_page"]);
+}
+
+#[tokio::test]
+async fn an_empty_group_is_skipped_with_a_reason() {
+    let fanout = Fanout::new(directory(), templates(), MemoryKv::new(), EnrichConfig::default());
+    let page = first_page("nobody");
     let out = fanout.process(page, &Meta::for_tests()).await.unwrap();
     assert_eq!(events(&out), ["skipped/empty_group"]);
 }

@@ -5,12 +5,14 @@
 //! reason (never retried: a malformed request does not become valid by waiting); or a
 //! `deduplicated` event when the idempotency key was already used.
 //! Side effects: claims the producer's idempotency key in the idempotency bucket.
-//! Invariants: the notification id is a pure function of the request's stream position (or its
-//! idempotency key), so a redelivered request yields the same notification and the publish is
-//! deduped downstream by `Nats-Msg-Id`.
+//! Invariants: the notification id is a pure function of the request's stream position, so a
+//! redelivered request yields the same notification and the publish is deduped downstream by
+//! `Nats-Msg-Id`. The idempotency key only admits or refuses a request: the claim and the
+//! notification it admitted expire together, and a key reused after `idempotency_ttl` is a new
+//! notification, delivered.
 
 use bytes::Bytes;
-use herald_schemas::ids::{self, NotificationSource};
+use herald_schemas::ids;
 use herald_schemas::{Notification, NotificationRequest, Status, ValidationError};
 use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, RawRequest, Stage, StageError};
 
@@ -38,36 +40,29 @@ impl<K: KeyValue> Stage for Ingest<K> {
                 return Outcome::new().event(event);
             }
         };
-        let source = match &request.idempotency_key {
-            Some(key) => NotificationSource::IdempotencyKey(key),
-            None => NotificationSource::Stream {
-                sequence: meta.sequence,
-                stored_at_ms: u64::try_from(meta.stored_at.as_millisecond()).unwrap_or_default(),
-            },
-        };
+        let stored_at_ms = u64::try_from(meta.stored_at.as_millisecond()).unwrap_or_default();
         let notification = Notification {
             v: herald_schemas::WIRE_VERSION,
-            notification_id: ids::notification_id(&meta.tenant, source),
+            notification_id: ids::notification_id(&meta.tenant, meta.sequence, stored_at_ms),
             tenant: meta.tenant.clone(),
             accepted_at: meta.stored_at,
             request,
         };
-        if notification.request.idempotency_key.is_some() {
+        if let Some(idempotency_key) = &notification.request.idempotency_key {
             // The claim holds the stream position of the request that made it: a redelivery of
             // that same request finds its own claim and goes on; any other request is a repeat.
-            let key = format!("idem.{}", notification.notification_id);
+            let key = format!("idem.{}", ids::idempotency_key_id(&meta.tenant, idempotency_key));
             let mine = Bytes::from(meta.sequence.to_string());
             match self.idempotency.create(&key, mine.clone()).await? {
-                Created::Created => {}
-                Created::Exists(owner) if owner == mine => {}
+                Created::Created(_) => {}
+                Created::Exists(owner) if owner.value == mine => {}
                 Created::Exists(owner) => {
                     let event = EventBuilder::request(Self::NAME, meta, Status::Deduplicated)
                         .reason(
                             "duplicate_idempotency_key",
                             format!(
-                                "idempotency key already used by request #{} (notification {})",
-                                String::from_utf8_lossy(&owner),
-                                notification.notification_id
+                                "idempotency key {idempotency_key:?} already used by request #{} (within topology.idempotency_ttl)",
+                                String::from_utf8_lossy(&owner.value),
                             ),
                         )
                         .build();
@@ -161,6 +156,20 @@ mod tests {
         let dup = ingest(&stage, body, 11).await;
         assert_eq!(statuses(&dup.events()), vec![Status::Deduplicated]);
         assert!(dup.forwarded::<Notification>(Hop::Enrich).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_after_its_claim_expired_is_a_new_notification() {
+        let kv = MemoryKv::new();
+        let stage = Ingest::new(kv.clone());
+        let body = r#"{"template":"welcome","recipients":[{"user_id":"alice"}],"idempotency_key":"order-1"}"#;
+        let first: Vec<Notification> = ingest(&stage, body, 10).await.forwarded(Hop::Enrich);
+        // The bucket's max age passes: the claim is gone (a fresh bucket stands for that).
+        let stage = Ingest::new(MemoryKv::new());
+        let later: Vec<Notification> = ingest(&stage, body, 500).await.forwarded(Hop::Enrich);
+        assert_eq!(later.len(), 1, "admitted again");
+        assert_ne!(first[0].notification_id, later[0].notification_id, "a new notification, so its deliveries are new");
+        assert_eq!(kv.len(), 1);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use herald_stage::{PortError, TemplateSource, version_at};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::store::Store;
+use crate::{Store, StoreError};
 
 /// The cache's limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,8 +179,8 @@ impl CachedTemplates {
     }
 }
 
-fn template_error(error: crate::store::StoreError) -> PortError {
-    PortError { store: "template store".into(), detail: error.to_string() }
+fn template_error(error: StoreError) -> PortError {
+    error.into_port("template store")
 }
 
 impl TemplateSource for CachedTemplates {
@@ -278,7 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn template_versions_are_cached_and_a_publish_is_seen_after_invalidation() {
-        let store = Store::open(&crate::store::StoreConfig { url: "mem://".into(), ..Default::default() }).await.unwrap();
+        let store = Store::open(&crate::StoreConfig { url: "mem://".into(), ..Default::default() }).await.unwrap();
         let spec = |body: &str| -> herald_schemas::TemplateSpec {
             serde_json::from_value(serde_json::json!({ "id": "t", "locales": { "default": { "sms": { "body": body } } } })).unwrap()
         };

@@ -1,21 +1,25 @@
-//! `herald directory …`: the admin API from the shell.
+//! `herald directory …`: users, devices, preferences, groups and JSONL import, through the
+//! admin API (or `--offline` straight into the store).
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api::ImportReport;
-use crate::config::{Config, Secret};
+use herald_schemas::api::{ImportReport, parse_import};
+
+use super::client::{Client, RequestBody, print};
+use super::parse_tenant;
+use crate::config::Config;
 
 /// Options every directory command takes.
 #[derive(Debug, Args)]
 pub struct DirectoryArgs {
     /// The tenant.
-    #[arg(long, global = true, default_value = "acme")]
+    #[arg(long, global = true, default_value = "acme", value_parser = parse_tenant)]
     tenant: String,
     #[command(subcommand)]
     command: DirectoryCommand,
@@ -164,64 +168,10 @@ enum GroupCommand {
     },
 }
 
-/// A client of the admin API.
-pub(crate) struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Secret,
-}
-
-impl Client {
-    pub(crate) fn new(config: &Config, tenant: &str) -> anyhow::Result<Self> {
-        Ok(Client {
-            http: reqwest::Client::builder().build()?,
-            base: format!("{}/v1/tenants/{tenant}", config.api.url.trim_end_matches('/')),
-            token: config.api.token()?,
-        })
-    }
-
-    pub(crate) async fn send(&self, method: Method, path: &str, body: Option<RequestBody>) -> anyhow::Result<Option<Value>> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(self.token.expose());
-        request = match body {
-            Some(RequestBody::Json(value)) => request.json(&value),
-            Some(RequestBody::Text(text)) => request.header("content-type", "application/x-ndjson").body(text),
-            None => request,
-        };
-        let response =
-            request.send().await.with_context(|| format!("cannot reach the admin API at {url}; is `herald up` running? (api.url)"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            let error: Value =
-                serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": { "code": status.as_u16(), "message": text } }));
-            bail!(
-                "{} ({status}): {}",
-                error["error"]["code"].as_str().unwrap_or("error"),
-                error["error"]["message"].as_str().unwrap_or(&text)
-            );
-        }
-        if text.is_empty() { Ok(None) } else { Ok(Some(serde_json::from_str(&text)?)) }
-    }
-}
-
-pub(crate) enum RequestBody {
-    Json(Value),
-    Text(String),
-}
-
-pub(crate) fn print(value: Option<Value>) -> anyhow::Result<()> {
-    match value {
-        Some(value) => println!("{}", serde_json::to_string_pretty(&value)?),
-        None => println!("done"),
-    }
-    Ok(())
-}
-
 /// Runs a `herald directory` command.
 pub async fn run(config: &Config, args: DirectoryArgs) -> anyhow::Result<()> {
     if let DirectoryCommand::Import { file, batch, offline: true } = &args.command {
-        let store = crate::store::Store::open(&config.store).await?;
+        let store = herald_store::Store::open(&config.store).await?;
         return import(Target::Store(&store, &args.tenant), file, (*batch).max(1)).await;
     }
     let client = Client::new(config, &args.tenant)?;
@@ -270,7 +220,7 @@ pub async fn run(config: &Config, args: DirectoryArgs) -> anyhow::Result<()> {
 /// Where an import goes.
 enum Target<'a> {
     Api(&'a Client),
-    Store(&'a crate::store::Store, &'a str),
+    Store(&'a herald_store::Store, &'a str),
 }
 
 async fn import(target: Target<'_>, file: &PathBuf, batch: usize) -> anyhow::Result<()> {
@@ -295,7 +245,7 @@ async fn import(target: Target<'_>, file: &PathBuf, batch: usize) -> anyhow::Res
                 serde_json::from_value::<ImportReport>(answer.unwrap_or_default())?
             }
             Target::Store(store, tenant) => {
-                let (lines, errors) = crate::api::parse_jsonl(&chunk.join("\n"), first_line);
+                let (lines, errors) = parse_import(&chunk.join("\n"), first_line);
                 store.import(tenant, &lines).await?;
                 ImportReport { imported: lines.len(), errors }
             }

@@ -1,0 +1,26 @@
+//! The admin routes: the directory and the templates of a tenant.
+
+mod directory;
+mod templates;
+
+use axum::Router;
+use axum::routing::{delete, get, post, put};
+
+use crate::AppState;
+
+/// The tenant's admin routes (nested under `/v1/tenants/{tenant}`).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/users/{user}", put(directory::put_user).get(directory::get_user).delete(directory::delete_user))
+        .route("/users/{user}/devices", get(directory::list_devices))
+        .route("/users/{user}/devices/{device}", put(directory::put_device).delete(directory::delete_device))
+        .route("/users/{user}/preferences", put(directory::put_preferences).get(directory::get_preferences))
+        .route("/groups/{group}", put(directory::put_group).get(directory::get_group).delete(directory::delete_group))
+        .route("/groups/{group}/members", post(directory::add_members).get(directory::list_members))
+        .route("/groups/{group}/members/{user}", delete(directory::remove_member))
+        .route("/import", post(directory::import))
+        .route("/templates", get(templates::list_templates))
+        .route("/templates/{id}", put(templates::put_template).get(templates::get_template))
+        .route("/templates/{id}/versions", get(templates::template_versions))
+        .route("/templates/{id}/preview", post(templates::preview_template))
+}

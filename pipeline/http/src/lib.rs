@@ -1,0 +1,75 @@
+//! Herald's HTTP layer, by audience: [`admin`] (the directory and templates, for operators and
+//! back offices), with room for the producer API, the inbox and provider receipts beside it.
+//! Authentication lives in [`auth`] and the error answer in [`error`], once each.
+//!
+//! Routes, all under `/v1/tenants/{tenant}` (the tenant must be a subject token: letters,
+//! digits, `_`, `-`):
+//!
+//! | method | path | body / answer |
+//! |---|---|---|
+//! | PUT, GET, DELETE | `/users/{user}` | `User` / `{user, devices, preferences}` |
+//! | GET | `/users/{user}/devices` | `[Device]` |
+//! | PUT, DELETE | `/users/{user}/devices/{device}` | `Device` |
+//! | PUT, GET | `/users/{user}/preferences` | `Preferences` |
+//! | PUT, GET, DELETE | `/groups/{group}` | `Group` |
+//! | POST | `/groups/{group}/members` | `{"users": [ids]}` |
+//! | GET | `/groups/{group}/members?after=&limit=` | `{"users": [ids]}` |
+//! | DELETE | `/groups/{group}/members/{user}` | |
+//! | POST | `/import?first_line=1` | JSONL of `ImportLine`s / `{imported, errors: [{line, code, detail}]}` |
+//! | GET | `/templates` | `[{id, latest, description, updated_at}]` |
+//! | PUT | `/templates/{id}?dry_run=true` | `TemplateSpec` / `{id, version, created, warnings}` |
+//! | GET | `/templates/{id}?version=N` | `TemplateVersion` (latest by default) |
+//! | GET | `/templates/{id}/versions` | `[{version, published_at}]` |
+//! | POST | `/templates/{id}/preview` | `PreviewRequest` / rendered parts per channel |
+//!
+//! The bodies are the types of `herald_schemas::api`, shared with the CLI. Errors are
+//! `{"error": {"code", "message"}}` with 400 (invalid), 401, 404, 422 (a template that does not
+//! compile or render with its sample data: `problems` lists each with its locale, channel, part,
+//! line and column) or 503 (store down). Every change is announced on
+//! `<prefix>.directory.changed.<tenant>` (a user id, `*`, or `template/<id>`) so every cache
+//! evicts it.
+
+pub mod admin;
+pub mod announce;
+pub mod auth;
+mod config;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::get;
+use herald_nats::Nats;
+use herald_render::Engine;
+use herald_schemas::Secret;
+use herald_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ApiConfig;
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub nats: Nats,
+    pub token: Secret,
+    /// Checks and previews templates.
+    pub engine: Arc<Engine>,
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let tenant = admin::routes().route_layer(middleware::from_fn(auth::tenant_in_path));
+    Router::new()
+        .nest("/v1/tenants/{tenant}", tenant)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::admin_token))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `cancel` fires.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+}

@@ -1,0 +1,16 @@
+//! The command line's commands, a module per noun: `directory`, `templates`, `send`, `events`
+//! (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
+//! [`Config`](crate::config::Config); the ones that change the directory or templates go
+//! through the admin API with [`client`].
+
+pub mod client;
+pub mod directory;
+pub mod events;
+pub mod send;
+pub mod serve;
+pub mod templates;
+
+/// Parses a `--tenant`: it must be usable as a subject token.
+pub fn parse_tenant(tenant: &str) -> Result<String, String> {
+    herald_schemas::directory::check_tenant(tenant).map(|()| tenant.to_owned()).map_err(|e| e.detail)
+}

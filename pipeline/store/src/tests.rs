@@ -1,0 +1,148 @@
+//! The store against `mem://` and `surrealkv://` files.
+
+use std::collections::BTreeMap;
+
+use herald_schemas::Channel;
+use herald_schemas::directory::{Environment, Platform};
+
+use herald_schemas::TemplateSpec;
+use herald_schemas::directory::{Device, Preferences, User};
+use serde_json::json;
+
+use crate::*;
+
+async fn memory() -> Store {
+    Store::open(&StoreConfig { url: "mem://".into(), ..StoreConfig::default() }).await.unwrap()
+}
+
+fn ios(id: &str) -> Device {
+    Device {
+        id: id.into(),
+        platform: Platform::Ios,
+        token: Some("ab".repeat(32)),
+        subscription: None,
+        app_id: Some("com.example.app".into()),
+        environment: Environment::Production,
+        voip: false,
+        last_seen: None,
+        disabled_at: None,
+        disabled_reason: None,
+    }
+}
+
+#[tokio::test]
+async fn users_devices_and_preferences_round_trip() {
+    let store = memory().await;
+    let alice = User { id: "alice".into(), email: Some("alice@example.com".into()), ..User::default() };
+    store.put_user("acme", &alice).await.unwrap();
+    store.put_device("acme", "alice", &ios("phone")).await.unwrap();
+    store.put_device("acme", "alice", &ios("tablet")).await.unwrap();
+    store.put_device("acme", "alice", &ios("phone")).await.unwrap();
+    let prefs = Preferences { channels: BTreeMap::from([(Channel::Sms, false)]), ..Preferences::default() };
+    store.put_preferences("acme", "alice", &prefs).await.unwrap();
+    // Replacing the user keeps devices and preferences.
+    store.put_user("acme", &User { name: Some("Alice".into()), ..alice.clone() }).await.unwrap();
+
+    let contact = store.contact("acme", "alice").await.unwrap().unwrap();
+    assert_eq!(contact.user.name.as_deref(), Some("Alice"));
+    assert_eq!(contact.devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["tablet", "phone"]);
+    assert_eq!(contact.preferences, prefs);
+    assert!(store.contact("globex", "alice").await.unwrap().is_none(), "tenants are separate");
+
+    assert!(store.delete_device("acme", "alice", "tablet").await.unwrap());
+    assert!(!store.delete_device("acme", "alice", "tablet").await.unwrap());
+    assert!(store.delete_user("acme", "alice").await.unwrap());
+    assert!(store.contact("acme", "alice").await.unwrap().is_none());
+    assert!(matches!(store.put_device("acme", "alice", &ios("x")).await, Err(StoreError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_before_the_store() {
+    let store = memory().await;
+    let bad = User { id: "bob".into(), phone: Some("555-1234".into()), ..User::default() };
+    assert!(matches!(store.put_user("acme", &bad).await, Err(StoreError::Invalid(e)) if e.code == "invalid_phone"));
+}
+
+#[tokio::test]
+async fn members_come_in_pages_in_id_order() {
+    let store = memory().await;
+    let users: Vec<String> = (0..1234).map(|i| format!("u{i:05}")).collect();
+    store.add_members("acme", "staff", &users).await.unwrap();
+    store.add_members("acme", "staff", &users[..10]).await.unwrap();
+    store.add_members("acme", "other", &users[..5]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.members("acme", "staff", after.as_deref(), 500).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(seen, users, "every member once, in order, across pages");
+    assert!(store.remove_member("acme", "staff", "u00003").await.unwrap());
+    assert_eq!(store.members("acme", "staff", Some("u00002"), 1).await.unwrap(), ["u00004"]);
+    assert!(store.delete_group("acme", "staff").await.unwrap());
+    assert!(store.members("acme", "staff", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.members("acme", "other", None, 10).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn the_file_store_keeps_its_data_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig { url: format!("surrealkv://{}", dir.path().join("store").display()), ..StoreConfig::default() };
+    {
+        let store = Store::open(&config).await.unwrap();
+        store.put_user("acme", &User { id: "alice".into(), email: Some("alice@example.com".into()), ..User::default() }).await.unwrap();
+        store.put_device("acme", "alice", &ios("phone")).await.unwrap();
+        store.add_members("acme", "staff", &["alice".to_owned()]).await.unwrap();
+    }
+    // The closed store releases its file lock from a background task: give it a moment.
+    let mut reopened = Store::open(&config).await;
+    for _ in 0..50 {
+        if reopened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        reopened = Store::open(&config).await;
+    }
+    let store = reopened.unwrap();
+    let contact = store.contact("acme", "alice").await.unwrap().expect("alice survived");
+    assert_eq!(contact.devices.len(), 1);
+    assert_eq!(store.members("acme", "staff", None, 10).await.unwrap(), ["alice"]);
+    assert!(store.migrate().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn migrations_apply_once() {
+    let store = memory().await;
+    assert!(store.migrate().await.unwrap().is_empty(), "already applied at open");
+}
+
+#[tokio::test]
+async fn template_versions_cannot_be_changed_once_published() {
+    let store = memory().await;
+    let spec: TemplateSpec = serde_json::from_value(json!({ "id": "t", "locales": { "default": { "sms": { "body": "one" } } } })).unwrap();
+    assert_eq!(store.publish_template("acme", &spec).await.unwrap().version, 1);
+    let tamper = "UPDATE type::record('template_version', ['acme', 't', 1]) SET spec = 'changed'";
+    let err = store.run("tamper", tamper, json!({})).await.unwrap_err();
+    assert!(err.to_string().contains("immutable"), "{err}");
+    let again = store.template_version("acme", "t", 1).await.unwrap().unwrap();
+    assert_eq!(again.spec, spec);
+}
+
+/// What the stages see when the store fails: a row that does not decode is permanent (the
+/// message is dead-lettered with the reason), never an outage that would hold it forever.
+#[tokio::test]
+async fn a_row_that_does_not_decode_is_a_decode_error_not_an_outage() {
+    let store = memory().await;
+    store.put_user("acme", &User { id: "erin".into(), ..User::default() }).await.unwrap();
+    let sql = "UPDATE type::record('user', ['acme', 'erin']) SET devices = [{ id: 'loft', platform: 'carrier-pigeon' }]";
+    store.run("corrupt", sql, json!({})).await.unwrap();
+    let error = store.contacts("acme", &["erin".to_owned()]).await.unwrap_err();
+    assert!(matches!(error, StoreError::Decode { .. }), "{error:?}");
+    let port = error.into_port("directory store");
+    assert_eq!(port.kind, herald_stage::PortErrorKind::Decode);
+    assert!(port.detail.contains("carrier-pigeon"), "{port}");
+}

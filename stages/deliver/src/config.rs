@@ -1,0 +1,38 @@
+//! The deliver stage's configuration: how providers are called, and each provider's own
+//! settings (one table per provider, `[deliver.<provider>]`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::providers::log::LogConfig;
+
+/// How deliveries are handed to providers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverConfig {
+    /// Provider calls in flight at once, per provider route and process. A call holds its slot
+    /// until its outcome is written, so this also bounds how many deliveries a crash can leave
+    /// between "the provider accepted" and "recorded as sent" (each may be called again).
+    pub concurrency: usize,
+    /// Longest a provider call may take before it is abandoned and retried (with the same
+    /// idempotency key).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// The `log` sandbox provider.
+    pub log: LogConfig,
+}
+
+impl Default for DeliverConfig {
+    fn default() -> Self {
+        DeliverConfig { concurrency: 64, send_timeout: Duration::from_secs(30), log: LogConfig::default() }
+    }
+}
+
+impl DeliverConfig {
+    /// How long a provider call may hold a delivery in `sending` before another copy may take
+    /// it over: the call's timeout, and as long again to write its outcome.
+    pub fn lease(&self) -> Duration {
+        self.send_timeout.saturating_mul(2)
+    }
+}
