@@ -46,6 +46,7 @@ async fn the_pipeline_runs_on_a_three_node_cluster_and_survives_losing_a_node() 
     }
     env.wait_idle(PATIENCE).await?;
     assert_eq!(env.records().len(), 200, "every request delivered once across the node loss");
+    assert_eq!(env.second_calls(), 0, "no delivery reached the provider twice across the node loss");
     let events = env.wait_for_events("acme", Status::Sent, 200, PATIENCE).await?;
     assert_eq!(events.iter().filter(|e| e.status == Status::Sent).count(), 200);
     up.terminate(PATIENCE).await?;

@@ -99,6 +99,7 @@ impl Store {
 
     /// Creates or renames a group.
     pub async fn put_group(&self, tenant: &str, group: &Group) -> Result<(), StoreError> {
+        check_tenant(tenant)?;
         check_id("group", &group.id)?;
         let sql = "UPSERT type::record('user_group', [$t, $g.id]) SET tenant = $t, group_id = $g.id, name = $g.name RETURN NONE";
         self.run("put group", sql, json!({ "t": tenant, "g": group })).await
@@ -118,6 +119,7 @@ impl Store {
 
     /// Adds users to a group (creating the group when missing), a batch per statement.
     pub async fn add_members(&self, tenant: &str, group: &str, users: &[String]) -> Result<(), StoreError> {
+        check_tenant(tenant)?;
         check_id("group", group)?;
         for user in users {
             check_id("user", user)?;

@@ -6,7 +6,7 @@ use herald_schemas::Channel;
 use herald_schemas::directory::{Environment, Platform};
 
 use herald_schemas::TemplateSpec;
-use herald_schemas::directory::{Device, Preferences, User};
+use herald_schemas::directory::{Device, Group, Preferences, User};
 use serde_json::json;
 
 use crate::*;
@@ -61,6 +61,13 @@ async fn invalid_input_is_refused_before_the_store() {
     let store = memory().await;
     let bad = User { id: "bob".into(), phone: Some("555-1234".into()), ..User::default() };
     assert!(matches!(store.put_user("acme", &bad).await, Err(StoreError::Invalid(e)) if e.code == "invalid_phone"));
+    // A tenant id becomes a subject token: one with a dot could never receive a request.
+    let dotted = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Invalid(e)) if e.code == "invalid_tenant");
+    let bob = User { id: "bob".into(), ..User::default() };
+    assert!(dotted(store.put_user("acme.eu", &bob).await));
+    assert!(dotted(store.add_members("acme.eu", "staff", &["bob".to_owned()]).await));
+    assert!(dotted(store.put_group("acme.eu", &Group { id: "staff".into(), name: None }).await));
+    assert!(dotted(store.import("acme.eu", &[]).await));
 }
 
 #[tokio::test]
