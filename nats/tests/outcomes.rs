@@ -170,10 +170,13 @@ impl Provider for Counting {
 #[tokio::test]
 async fn when_the_state_write_fails_after_the_provider_accepted_the_provider_is_called_once() {
     let (_server, nats) = setup(TopologyConfig { ack_wait: Duration::from_secs(1), ..TopologyConfig::default() }).await;
-    let delivery = herald_stage::memory::delivery(11);
-    // Claimed by dedupe first, as in the pipeline: deliver's first write is then a swap too.
+    // Claimed by dedupe first, as in the pipeline, which passes its claim along to deliver.
     let kv = nats.kv(&nats.topology().dedupe_bucket()).await.unwrap();
-    herald_dedupe::States::new(kv.clone()).claim(delivery.delivery_id, 1).await.unwrap();
+    let delivery = herald_stage::memory::delivery(11);
+    let herald_dedupe::Claim::Won(claim) = herald_dedupe::States::new(kv.clone()).claim(delivery.delivery_id, 1).await.unwrap() else {
+        panic!("the claim is ours")
+    };
+    let delivery = Delivery { claim, ..delivery };
 
     let failing = Arc::new(AtomicU32::new(0));
     let provider = Arc::new(Counting { calls: Mutex::new(0), break_store: failing.clone() });

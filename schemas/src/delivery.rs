@@ -57,6 +57,22 @@ pub struct Delivery {
     /// Rendered message parts (e.g. `title`, `body`, `subject`, `html`, `text`), set by render.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// Set by dedupe: the claim it holds on the delivery's state, so deliver can move the state
+    /// on with one compare-and-swap instead of reading it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimRef>,
+}
+
+/// A dedupe claim on a delivery's state: the dedupe message that won it, and the state's
+/// revision when it said `claimed`. A compare-and-swap at that revision succeeds only while the
+/// state is still that claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRef {
+    /// The stream sequence of the dedupe message holding the claim.
+    pub sequence: u64,
+    /// The state's revision in the dedupe bucket.
+    pub revision: u64,
 }
 
 /// The rendered message, by part name.

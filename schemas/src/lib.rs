@@ -23,7 +23,7 @@ pub mod secret;
 pub mod template;
 
 pub use channel::Channel;
-pub use delivery::{Content, Delivery, SmsEncoding, SmsInfo};
+pub use delivery::{ClaimRef, Content, Delivery, SmsEncoding, SmsInfo};
 pub use event::{Status, TrackEvent};
 pub use fanout::FanoutPage;
 pub use notification::Notification;

@@ -131,6 +131,7 @@ pub fn delivery(id: u128) -> herald_schemas::Delivery {
         accepted_at: jiff::Timestamp::UNIX_EPOCH,
         expires_at: None,
         content: None,
+        claim: None,
     }
 }
 

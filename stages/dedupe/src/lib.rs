@@ -35,7 +35,7 @@ impl<K: KeyValue> Stage for Dedupe<K> {
 
     async fn process(&self, delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
         match self.states.claim(delivery.delivery_id, meta.sequence).await? {
-            Claim::Won => Outcome::new().forward(Hop::Throttle, &delivery),
+            Claim::Won(claim) => Outcome::new().forward(Hop::Throttle, &Delivery { claim, ..delivery }),
             Claim::Taken(state) => {
                 let detail = match state.phase {
                     Phase::Sent { provider, provider_message_id, .. } => {

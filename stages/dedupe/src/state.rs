@@ -27,7 +27,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_schemas::Timestamp;
+use herald_schemas::{ClaimRef, Timestamp};
 use herald_stage::{Created, Entry, KeyValue, PortError, StageError, Swapped};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -72,8 +72,9 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// This message holds the claim (new, its own from before a crash, or taken over from a
-    /// failed delivery): forward it.
-    Won,
+    /// failed delivery): forward it, with the claim when the state still says `claimed` (so
+    /// deliver can swap without reading).
+    Won(Option<ClaimRef>),
     /// Another message holds the delivery: a duplicate.
     Taken(DeliveryState),
 }
@@ -147,21 +148,24 @@ impl<K: KeyValue> States<K> {
     pub async fn claim(&self, delivery_id: Uuid, sequence: u64) -> Result<Claim, StageError> {
         let key = key(delivery_id);
         let mine = DeliveryState { claim: sequence, phase: Phase::Claimed };
+        let won = |revision| Claim::Won(Some(ClaimRef { sequence, revision }));
         for _ in 0..MAX_CONFLICTS {
             let entry = match self.kv.create(&key, encode(&mine)).await? {
-                Created::Created(_) => return Ok(Claim::Won),
+                Created::Created(revision) => return Ok(won(revision)),
                 Created::Exists(entry) => entry,
             };
             let state = decode(&key, &entry)?;
             if state.claim == sequence {
-                return Ok(Claim::Won);
+                // Our own claim, redelivered. Only a state still `claimed` may be swapped blind.
+                let claimed = state.phase == Phase::Claimed;
+                return Ok(if claimed { won(entry.revision) } else { Claim::Won(None) });
             }
             if !matches!(state.phase, Phase::Failed { .. }) {
                 return Ok(Claim::Taken(state));
             }
             // A failed delivery may be sent again: a replay takes the claim over.
             match self.kv.swap(&key, encode(&mine), entry.revision).await? {
-                Swapped::Done(_) => return Ok(Claim::Won),
+                Swapped::Done(revision) => return Ok(won(revision)),
                 Swapped::Conflict => continue,
             }
         }
@@ -169,11 +173,26 @@ impl<K: KeyValue> States<K> {
     }
 
     /// Deliver: reads the state and, when the delivery may be sent, marks it `sending` by
-    /// attempt `attempt` of the deliver message `by`, leased for `lease` from `now`.
-    pub async fn begin(&self, delivery_id: Uuid, by: u64, attempt: u32, lease: Duration, now: Timestamp) -> Result<Begin, StageError> {
+    /// attempt `attempt` of the deliver message `by`, leased for `lease` from `now`. With the
+    /// claim dedupe passed along, it first tries one blind compare-and-swap at the claim's
+    /// revision: it succeeds only while the state is still exactly that claim.
+    pub async fn begin(
+        &self,
+        delivery_id: Uuid,
+        claim: Option<ClaimRef>,
+        by: u64,
+        attempt: u32,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Begin, StageError> {
         let key = key(delivery_id);
         let until = now.checked_add(lease).unwrap_or(now);
         let sending = |claim: u64| DeliveryState { claim, phase: Phase::Sending { by, attempt, until } };
+        if let Some(ClaimRef { sequence, revision }) = claim
+            && let Swapped::Done(revision) = self.kv.swap(&key, encode(&sending(sequence)), revision).await?
+        {
+            return Ok(Begin::Send(Ticket { key, revision, claim: sequence, took_over: false }));
+        }
         for _ in 0..MAX_CONFLICTS {
             let Some(entry) = self.kv.entry(&key).await? else {
                 // No claim: the copy bypassed dedupe or its claim expired. Open the record.
@@ -262,8 +281,9 @@ mod tests {
     #[tokio::test]
     async fn a_claim_is_won_once_and_by_its_own_redelivery() {
         let states = States::new(MemoryKv::new());
-        assert_eq!(states.claim(id(), 10).await.unwrap(), Claim::Won);
-        assert_eq!(states.claim(id(), 10).await.unwrap(), Claim::Won, "the same message redelivered");
+        let Claim::Won(Some(claim)) = states.claim(id(), 10).await.unwrap() else { panic!("won") };
+        assert_eq!(claim.sequence, 10);
+        assert_eq!(states.claim(id(), 10).await.unwrap(), Claim::Won(Some(claim)), "the same message redelivered");
         assert!(matches!(states.claim(id(), 11).await.unwrap(), Claim::Taken(_)), "another copy");
     }
 
@@ -271,14 +291,14 @@ mod tests {
     async fn the_life_of_a_delivery() {
         let states = States::new(MemoryKv::new());
         states.claim(id(), 10).await.unwrap();
-        let Begin::Send(ticket) = states.begin(id(), 500, 1, LEASE, at(0)).await.unwrap() else { panic!("may send") };
+        let Begin::Send(ticket) = states.begin(id(), None, 500, 1, LEASE, at(0)).await.unwrap() else { panic!("may send") };
         assert!(!ticket.took_over);
         // Another copy while the first is calling the provider: wait.
-        assert_eq!(states.begin(id(), 501, 1, LEASE, at(1)).await.unwrap(), Begin::Busy { until: at(60), by: 500 });
+        assert_eq!(states.begin(id(), None, 501, 1, LEASE, at(1)).await.unwrap(), Begin::Busy { until: at(60), by: 500 });
         assert_eq!(states.finish(&ticket, sent(500)).await.unwrap(), Finished::Written);
         // The sender redelivered: report again. Any other copy: a duplicate. Dedupe too.
-        assert!(matches!(states.begin(id(), 500, 2, LEASE, at(2)).await.unwrap(), Begin::Sent { mine: true, .. }));
-        assert!(matches!(states.begin(id(), 501, 1, LEASE, at(2)).await.unwrap(), Begin::Sent { mine: false, by: 500, .. }));
+        assert!(matches!(states.begin(id(), None, 500, 2, LEASE, at(2)).await.unwrap(), Begin::Sent { mine: true, .. }));
+        assert!(matches!(states.begin(id(), None, 501, 1, LEASE, at(2)).await.unwrap(), Begin::Sent { mine: false, by: 500, .. }));
         assert!(matches!(states.claim(id(), 12).await.unwrap(), Claim::Taken(_)));
         assert_eq!(states.get(id()).await.unwrap().unwrap().claim, 10);
     }
@@ -287,10 +307,10 @@ mod tests {
     async fn a_dead_holder_is_taken_over_after_its_lease() {
         let states = States::new(MemoryKv::new());
         states.claim(id(), 10).await.unwrap();
-        let Begin::Send(first) = states.begin(id(), 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
+        let Begin::Send(first) = states.begin(id(), None, 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
         // The holder crashed; its message comes back as attempt 2 before the lease ran out: wait.
-        assert!(matches!(states.begin(id(), 500, 2, LEASE, at(30)).await.unwrap(), Begin::Busy { .. }));
-        let Begin::Send(second) = states.begin(id(), 500, 2, LEASE, at(61)).await.unwrap() else { panic!("lease over") };
+        assert!(matches!(states.begin(id(), None, 500, 2, LEASE, at(30)).await.unwrap(), Begin::Busy { .. }));
+        let Begin::Send(second) = states.begin(id(), None, 500, 2, LEASE, at(61)).await.unwrap() else { panic!("lease over") };
         assert!(second.took_over);
         // The presumed-dead holder comes back: its outcome no longer counts.
         assert_eq!(states.finish(&first, sent(500)).await.unwrap(), Finished::Overtaken);
@@ -301,20 +321,33 @@ mod tests {
     async fn a_retryable_failure_releases_and_a_permanent_one_may_be_replayed() {
         let states = States::new(MemoryKv::new());
         states.claim(id(), 10).await.unwrap();
-        let Begin::Send(ticket) = states.begin(id(), 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
+        let Begin::Send(ticket) = states.begin(id(), None, 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
         states.release(&ticket).await.unwrap();
-        let Begin::Send(ticket) = states.begin(id(), 500, 2, LEASE, at(1)).await.unwrap() else { panic!("no lease to wait for") };
+        let Begin::Send(ticket) = states.begin(id(), None, 500, 2, LEASE, at(1)).await.unwrap() else { panic!("no lease to wait for") };
         let failed = Phase::Failed { by: 500, reason: "bad_address".into(), detail: "no".into(), at: at(1) };
         states.finish(&ticket, failed).await.unwrap();
-        assert!(matches!(states.begin(id(), 500, 3, LEASE, at(2)).await.unwrap(), Begin::Failed { .. }), "reported again");
-        assert_eq!(states.claim(id(), 99).await.unwrap(), Claim::Won, "a replay takes a failed delivery over");
-        assert!(matches!(states.begin(id(), 777, 1, LEASE, at(3)).await.unwrap(), Begin::Send(_)));
+        assert!(matches!(states.begin(id(), None, 500, 3, LEASE, at(2)).await.unwrap(), Begin::Failed { .. }), "reported again");
+        assert!(matches!(states.claim(id(), 99).await.unwrap(), Claim::Won(Some(_))), "a replay takes a failed delivery over");
+        assert!(matches!(states.begin(id(), None, 777, 1, LEASE, at(3)).await.unwrap(), Begin::Send(_)));
+    }
+
+    #[tokio::test]
+    async fn a_claim_passed_along_saves_the_read_and_cannot_undo_a_sent_state() {
+        let states = States::new(MemoryKv::new());
+        let Claim::Won(claim) = states.claim(id(), 10).await.unwrap() else { panic!("won") };
+        let Begin::Send(ticket) = states.begin(id(), claim, 500, 1, LEASE, at(0)).await.unwrap() else { panic!("may send") };
+        assert_eq!(ticket.claim, 10);
+        states.finish(&ticket, sent(500)).await.unwrap();
+        // A second copy carrying the same (now stale) claim: the blind swap fails, the read decides.
+        assert!(matches!(states.begin(id(), claim, 501, 1, LEASE, at(1)).await.unwrap(), Begin::Sent { mine: false, .. }));
+        // Dedupe's own message redelivered after deliver moved on passes no claim along.
+        assert_eq!(states.claim(id(), 10).await.unwrap(), Claim::Won(None));
     }
 
     #[tokio::test]
     async fn deliver_opens_the_record_when_no_claim_exists() {
         let states = States::new(MemoryKv::new());
-        let Begin::Send(ticket) = states.begin(id(), 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
+        let Begin::Send(ticket) = states.begin(id(), None, 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
         states.finish(&ticket, sent(500)).await.unwrap();
         assert!(matches!(states.claim(id(), 10).await.unwrap(), Claim::Taken(_)), "dedupe sees it sent");
     }
@@ -323,7 +356,7 @@ mod tests {
     async fn an_unreadable_state_is_permanent() {
         let kv = MemoryKv::new();
         kv.set(&key(id()), Bytes::from_static(b"{not json"));
-        let err = States::new(kv).begin(id(), 1, 1, LEASE, at(0)).await.unwrap_err();
+        let err = States::new(kv).begin(id(), None, 1, 1, LEASE, at(0)).await.unwrap_err();
         assert_eq!(err.kind, herald_stage::ErrorKind::Permanent);
         assert_eq!(err.reason, "store_decode_failed");
     }

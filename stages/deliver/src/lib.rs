@@ -159,7 +159,7 @@ impl<K: KeyValue> Stage for Deliver<K> {
         // Held until the outcome is written: bounds what a crash can leave in `sending`.
         let _permit = route.permits.acquire().await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
         let now = Timestamp::now();
-        match self.states.begin(delivery.delivery_id, meta.sequence, meta.attempt, self.config.lease(), now).await? {
+        match self.states.begin(delivery.delivery_id, delivery.claim, meta.sequence, meta.attempt, self.config.lease(), now).await? {
             Begin::Send(ticket) => self.send(route, ticket, &delivery, meta).await,
             Begin::Sent { mine: true, provider, provider_message_id, .. } => Self::sent(meta, &delivery, &provider, &provider_message_id),
             Begin::Sent { mine: false, by, provider, provider_message_id } => {

@@ -109,7 +109,7 @@ async fn when_the_state_write_fails_after_the_provider_accepted_only_the_write_i
 #[tokio::test]
 async fn a_copy_waits_while_another_is_calling_the_provider() {
     let s = setup(vec![]);
-    s.stage.states.begin(delivery().delivery_id, 1, 1, Duration::from_secs(60), Timestamp::now()).await.unwrap();
+    s.stage.states.begin(delivery().delivery_id, None, 1, 1, Duration::from_secs(60), Timestamp::now()).await.unwrap();
     let err = s.stage.process(delivery(), &meta(2, 1)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Outage, "held, no attempt spent");
     assert_eq!(err.reason, "delivery_in_flight");

@@ -253,6 +253,7 @@ impl<'a> Resolver<'a> {
             accepted_at: notification.accepted_at,
             expires_at: request.expires_at,
             content: None,
+            claim: None,
         };
         self.outcome.push(Hop::Render, &delivery, None)
     }

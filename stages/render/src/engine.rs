@@ -413,6 +413,7 @@ pub fn sample_delivery(spec: &TemplateSpec, channel: Channel, locale: &str, data
         accepted_at: jiff::Timestamp::UNIX_EPOCH,
         expires_at: None,
         content: None,
+        claim: None,
     }
 }
 
