@@ -273,13 +273,17 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
     .await
 }
 
-/// Reports the start of a hold: one `held` event per attempt (best effort: the broker may be
-/// what is down) and a counter.
+/// Reports the start of a hold: one `held` event per attempt and a counter. Best effort, and
+/// never longer than a third of the ack wait: the broker may be what is down, and the message
+/// must stay ours meanwhile.
 async fn hold_reported<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, error: &StageError) {
     StageStats::bump(&shared.stats.held, 1);
     let event = event_about(S::NAME, message, meta, Status::Held, error);
-    if let Err(e) = publish_all(shared, vec![event]).await {
-        debug!(error = %e, "Could not report the hold.");
+    let patience = (shared.topology.config.ack_wait / 3).max(Duration::from_millis(100));
+    match tokio::time::timeout(patience, publish_all(shared, vec![event])).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "Could not report the hold."),
+        Err(_) => debug!("Could not report the hold in time."),
     }
 }
 
