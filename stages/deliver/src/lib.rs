@@ -166,7 +166,12 @@ impl<K: KeyValue> Stage for Deliver<K> {
                 let detail = format!("already sent through {provider} as {provider_message_id} by message #{by}");
                 Self::event(meta, &delivery, Status::Deduplicated, "already_sent", detail)
             }
-            Begin::Failed { reason, detail } => Self::event(meta, &delivery, Status::Failed, reason, detail),
+            Begin::Failed { reason, detail } => {
+                // Reported again exactly as the first time (an expiry is recorded as a failure
+                // so a replay may retry it, but it was reported as `expired`).
+                let status = if reason == "expired" { Status::Expired } else { Status::Failed };
+                Self::event(meta, &delivery, status, reason, detail)
+            }
             Begin::Busy { until, by } => {
                 let wait = Duration::try_from(until.duration_since(now)).unwrap_or_default();
                 let detail = format!("message #{by} is calling the provider; its lease runs until {until}");

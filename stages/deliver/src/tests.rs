@@ -169,7 +169,10 @@ async fn a_tenant_may_have_its_own_provider() {
 async fn an_expired_delivery_is_not_sent() {
     let s = setup(vec![]);
     let expired = Delivery { expires_at: Some(jiff::Timestamp::UNIX_EPOCH), ..delivery() };
-    let out = s.stage.process(expired, &meta(1, 1)).await.unwrap();
+    let out = s.stage.process(expired.clone(), &meta(1, 1)).await.unwrap();
     assert_eq!(status(&out), Status::Expired);
+    let again = s.stage.process(expired, &meta(1, 2)).await.unwrap();
+    let key = |o: &Outcome| o.events().iter().map(|e| (e.event_id, e.status, e.reason.clone())).collect::<Vec<_>>();
+    assert_eq!(key(&again), key(&out), "a redelivery reports the same event (same id, so stored once)");
     assert_eq!(s.calls(), 0);
 }
