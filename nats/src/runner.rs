@@ -83,7 +83,7 @@ impl Default for RunnerConfig {
             backoff_max: Duration::from_secs(60),
             pull_expiry: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
-            hold_max: Duration::from_secs(300),
+            hold_max: Duration::from_secs(60),
         }
     }
 }

@@ -89,12 +89,13 @@ impl Config {
         let r = &self.runner;
         let mut problems = Vec::new();
         let show = |d: Duration| humantime::format_duration(d).to_string();
-        // A publish that crashed before its ack can be retried this late: the server must still
+        // A publish that crashed before its ack can be retried this late (a redelivery may also
+        // be held through an outage before it publishes again): the server must still
         // recognise its `Nats-Msg-Id`.
-        let longest_retry = t.ack_wait.saturating_mul(t.max_deliveries).saturating_add(r.backoff_max);
+        let longest_retry = t.ack_wait.saturating_mul(t.max_deliveries).saturating_add(r.backoff_max).saturating_add(r.hold_max);
         if t.duplicate_window < longest_retry {
             problems.push(format!(
-                "topology.duplicate_window ({}) is shorter than topology.ack_wait × topology.max_deliveries + runner.backoff_max ({}): a publish retried after a crash would be stored twice. Raise duplicate_window to at least {}, or lower ack_wait, max_deliveries or backoff_max",
+                "topology.duplicate_window ({}) is shorter than topology.ack_wait × topology.max_deliveries + runner.backoff_max + runner.hold_max ({}): a publish retried after a crash would be stored twice. Raise duplicate_window to at least {}, or lower ack_wait, max_deliveries, backoff_max or hold_max",
                 show(t.duplicate_window),
                 show(longest_retry),
                 show(longest_retry)
@@ -126,6 +127,13 @@ impl Config {
                 "runner.hold_max ({}) is shorter than a provider call's lease (2 × deliver.send_timeout = {}): a copy waiting for a live call would start spending attempts. Raise hold_max or lower send_timeout",
                 show(r.hold_max),
                 show(lease)
+            ));
+        }
+        if r.shutdown_grace <= self.deliver.send_timeout {
+            problems.push(format!(
+                "runner.shutdown_grace ({}) is not longer than deliver.send_timeout ({}): a clean stop could abandon a provider call the provider accepted, and the delivery would be sent again after its lease. Raise shutdown_grace or lower send_timeout",
+                show(r.shutdown_grace),
+                show(self.deliver.send_timeout)
             ));
         }
         if t.max_message_size < 4 * 1024 {
@@ -179,12 +187,13 @@ mod tests {
     #[test]
     fn contradictions_are_refused_with_their_fix() {
         let cases = [
-            ("[topology]\nduplicate_window = \"1m\"", "Raise duplicate_window to at least 3m 30s"),
+            ("[topology]\nduplicate_window = \"1m\"", "Raise duplicate_window to at least 4m 30s"),
             ("[topology]\nack_wait = \"2m\"", "topology.duplicate_window (5m) is shorter"),
-            ("[runner]\nbackoff_max = \"10m\"", "or lower ack_wait, max_deliveries or backoff_max"),
+            ("[runner]\nbackoff_max = \"10m\"", "or lower ack_wait, max_deliveries, backoff_max or hold_max"),
+            ("[runner]\nshutdown_grace = \"5s\"", "Raise shutdown_grace or lower send_timeout"),
             ("[topology]\ndedupe_ttl = \"1day\"", "Raise dedupe_ttl to at least max_age"),
             ("[topology]\nmax_age = \"1m\"\ndedupe_ttl = \"1m\"", "the server refuses such streams"),
-            ("[runner]\nhold_max = \"10s\"", "Raise hold_max or lower send_timeout"),
+            ("[runner]\nhold_max = \"15s\"", "Raise hold_max or lower send_timeout"),
             ("[topology]\nmax_message_size = 100", "use at least 4096"),
             ("[topology]\nidempotency_ttl = \"0s\"", "at least 1s"),
         ];

@@ -7,7 +7,7 @@
 //!            dedupe                 deliver                       deliver
 //!   (none) ──create──► claimed ──swap──► sending(by, attempt, until) ──swap──► sent(provider id)
 //!                         ▲                       │                     └─swap──► failed(reason)
-//!                         └──── swap (retryable) ─┘       failed ──swap──► claimed / sending (a replay)
+//!                         └──── swap (retryable) ─┘       failed ──swap (dedupe: a replay)──► claimed
 //! ```
 //!
 //! - `claimed(seq)`: the dedupe message with stream sequence `seq` won the delivery. That
@@ -18,8 +18,10 @@
 //!   only way a provider sees a second call.
 //! - `sent(by, provider id)`: never sent again. The message that sent it, redelivered, reports
 //!   `sent` again (same event id); any other copy is `deduplicated`.
-//! - `failed(by, reason)`: a permanent refusal or the last attempt's failure. A replay may send
-//!   it again; the message that failed it, redelivered, reports the failure again.
+//! - `failed(by, reason)`: a permanent refusal or the last attempt's failure. Final for deliver:
+//!   the message that failed it, redelivered, reports the failure again; any other copy is a
+//!   duplicate. Only a replay through dedupe re-opens it: a new dedupe message swaps in its own
+//!   `claimed`, and the delivery may be sent again.
 //!
 //! A swap that finds another revision means someone else moved the state: read it again and
 //! decide again. A stale read (a follower in a cluster) can therefore never do harm.
@@ -89,8 +91,9 @@ pub enum Begin {
     /// Already sent. `mine` when by this same message (a redelivery after the state was
     /// written but before the ack): report it again, do not send.
     Sent { mine: bool, by: u64, provider: String, provider_message_id: String },
-    /// This same message already failed it permanently: report the failure again.
-    Failed { reason: String, detail: String },
+    /// Already failed. `mine` when by this same message: report the failure again; any other
+    /// copy is a duplicate (a retry goes through dedupe, which re-opens the delivery).
+    Failed { mine: bool, reason: String, detail: String },
 }
 
 /// The right to write a delivery's outcome: the revision our `sending` state was written at.
@@ -155,10 +158,14 @@ impl<K: KeyValue> States<K> {
                 Created::Exists(entry) => entry,
             };
             let state = decode(&key, &entry)?;
-            if state.claim == sequence {
+            if state.claim == sequence && !matches!(state.phase, Phase::Failed { .. }) {
                 // Our own claim, redelivered. Only a state still `claimed` may be swapped blind.
                 let claimed = state.phase == Phase::Claimed;
                 return Ok(if claimed { won(entry.revision) } else { Claim::Won(None) });
+            }
+            if state.claim == sequence {
+                // Our own claim, and it failed downstream: redelivering this message is no replay.
+                return Ok(Claim::Taken(state));
             }
             if !matches!(state.phase, Phase::Failed { .. }) {
                 return Ok(Claim::Taken(state));
@@ -219,10 +226,9 @@ impl<K: KeyValue> States<K> {
                         provider_message_id: provider_message_id.clone(),
                     });
                 }
-                Phase::Failed { by: failer, reason, detail, .. } if *failer == by => {
-                    return Ok(Begin::Failed { reason: reason.clone(), detail: detail.clone() });
+                Phase::Failed { by: failer, reason, detail, .. } => {
+                    return Ok(Begin::Failed { mine: *failer == by, reason: reason.clone(), detail: detail.clone() });
                 }
-                Phase::Failed { .. } => false,
             };
             match self.kv.swap(&key, encode(&sending(state.claim)), entry.revision).await? {
                 Swapped::Done(revision) => return Ok(Begin::Send(Ticket { key, revision, claim: state.claim, took_over })),
@@ -240,6 +246,29 @@ impl<K: KeyValue> States<K> {
             Swapped::Done(_) => Ok(Finished::Written),
             Swapped::Conflict => Ok(Finished::Overtaken),
         }
+    }
+
+    /// Deliver: the provider accepted, but another attempt took the delivery over (this one's
+    /// lease ran out while the state could not be written). The acceptance is the truth: write
+    /// `sent` over whatever the other attempt left, unless it says `sent` already, so no later
+    /// copy sends it a third time.
+    pub async fn settle_sent(&self, ticket: &Ticket, phase: Phase) -> Result<(), StageError> {
+        let state = DeliveryState { claim: ticket.claim, phase };
+        for _ in 0..MAX_CONFLICTS {
+            let Some(entry) = self.kv.entry(&ticket.key).await? else {
+                return match self.kv.create(&ticket.key, encode(&state)).await? {
+                    Created::Created(_) => Ok(()),
+                    Created::Exists(_) => continue,
+                };
+            };
+            if matches!(decode(&ticket.key, &entry)?.phase, Phase::Sent { .. }) {
+                return Ok(());
+            }
+            if let Swapped::Done(_) = self.kv.swap(&ticket.key, encode(&state), entry.revision).await? {
+                return Ok(());
+            }
+        }
+        Err(contention(&ticket.key))
     }
 
     /// Deliver: the provider did not take the delivery (a retryable error): back to `claimed`,
@@ -326,7 +355,15 @@ mod tests {
         let Begin::Send(ticket) = states.begin(id(), None, 500, 2, LEASE, at(1)).await.unwrap() else { panic!("no lease to wait for") };
         let failed = Phase::Failed { by: 500, reason: "bad_address".into(), detail: "no".into(), at: at(1) };
         states.finish(&ticket, failed).await.unwrap();
-        assert!(matches!(states.begin(id(), None, 500, 3, LEASE, at(2)).await.unwrap(), Begin::Failed { .. }), "reported again");
+        assert!(
+            matches!(states.begin(id(), None, 500, 3, LEASE, at(2)).await.unwrap(), Begin::Failed { mine: true, .. }),
+            "reported again"
+        );
+        assert!(
+            matches!(states.begin(id(), None, 501, 1, LEASE, at(2)).await.unwrap(), Begin::Failed { mine: false, .. }),
+            "final for copies"
+        );
+        assert!(matches!(states.claim(id(), 10).await.unwrap(), Claim::Taken(_)), "dedupe's own redelivery is no replay");
         assert!(matches!(states.claim(id(), 99).await.unwrap(), Claim::Won(Some(_))), "a replay takes a failed delivery over");
         assert!(matches!(states.begin(id(), None, 777, 1, LEASE, at(3)).await.unwrap(), Begin::Send(_)));
     }
@@ -342,6 +379,21 @@ mod tests {
         assert!(matches!(states.begin(id(), claim, 501, 1, LEASE, at(1)).await.unwrap(), Begin::Sent { mine: false, .. }));
         // Dedupe's own message redelivered after deliver moved on passes no claim along.
         assert_eq!(states.claim(id(), 10).await.unwrap(), Claim::Won(None));
+    }
+
+    #[tokio::test]
+    async fn an_overtaken_holder_that_was_accepted_settles_sent() {
+        let states = States::new(MemoryKv::new());
+        states.claim(id(), 10).await.unwrap();
+        let Begin::Send(first) = states.begin(id(), None, 500, 1, LEASE, at(0)).await.unwrap() else { panic!() };
+        // The holder's lease runs out; another attempt takes over and the provider fails it
+        // retryably, so it releases the delivery.
+        let Begin::Send(second) = states.begin(id(), None, 500, 2, LEASE, at(61)).await.unwrap() else { panic!() };
+        states.release(&second).await.unwrap();
+        // The first holder's acceptance finally arrives at the store.
+        assert_eq!(states.finish(&first, sent(500)).await.unwrap(), Finished::Overtaken);
+        states.settle_sent(&first, sent(500)).await.unwrap();
+        assert!(matches!(states.begin(id(), None, 500, 3, LEASE, at(62)).await.unwrap(), Begin::Sent { .. }), "never sent a third time");
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ pub struct DeliverConfig {
 
 impl Default for DeliverConfig {
     fn default() -> Self {
-        DeliverConfig { concurrency: 64, send_timeout: Duration::from_secs(30), log: LogConfig::default() }
+        DeliverConfig { concurrency: 64, send_timeout: Duration::from_secs(10), log: LogConfig::default() }
     }
 }
 

@@ -119,6 +119,16 @@ impl<K: KeyValue> Deliver<K> {
         loop {
             match self.states.finish(ticket, phase.clone()).await {
                 Ok(Finished::Written) => return,
+                Ok(Finished::Overtaken) if matches!(phase, Phase::Sent { .. }) => {
+                    warn!(delivery_id = %delivery.delivery_id, "Another attempt took the delivery over after this one's lease ran out, but the provider had accepted this one: recording it as sent.");
+                    match self.states.settle_sent(ticket, phase.clone()).await {
+                        Ok(()) => return,
+                        Err(error) => {
+                            warn!(%error, delivery_id = %delivery.delivery_id, "Could not record the acceptance yet; trying again.");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
                 Ok(Finished::Overtaken) => {
                     warn!(delivery_id = %delivery.delivery_id, "Another attempt took the delivery over after this one's lease ran out; its outcome stands.");
                     return;
@@ -166,11 +176,15 @@ impl<K: KeyValue> Stage for Deliver<K> {
                 let detail = format!("already sent through {provider} as {provider_message_id} by message #{by}");
                 Self::event(meta, &delivery, Status::Deduplicated, "already_sent", detail)
             }
-            Begin::Failed { reason, detail } => {
+            Begin::Failed { mine: true, reason, detail } => {
                 // Reported again exactly as the first time (an expiry is recorded as a failure
                 // so a replay may retry it, but it was reported as `expired`).
                 let status = if reason == "expired" { Status::Expired } else { Status::Failed };
                 Self::event(meta, &delivery, status, reason, detail)
+            }
+            Begin::Failed { mine: false, reason, .. } => {
+                let detail = format!("already failed ({reason}); a replay through dedupe retries it");
+                Self::event(meta, &delivery, Status::Deduplicated, "already_failed", detail)
             }
             Begin::Busy { until, by } => {
                 let wait = Duration::try_from(until.duration_since(now)).unwrap_or_default();

@@ -140,8 +140,14 @@ async fn the_last_attempt_records_failed_so_a_replay_may_retry() {
     assert!(s.stage.process(delivery(), &last).await.unwrap_err().is_transient());
     let state = s.stage.states.get(delivery().delivery_id).await.unwrap().unwrap();
     assert!(matches!(state.phase, Phase::Failed { .. }));
-    let replay = s.stage.process(delivery(), &meta(40, 1)).await.unwrap();
+    // A copy that did not pass dedupe again (republished after the duplicate window) is a
+    // duplicate; a replay through dedupe re-opens the delivery and sends it.
+    let copy = s.stage.process(delivery(), &meta(40, 1)).await.unwrap();
+    assert_eq!((status(&copy), copy.events()[0].reason.as_deref()), (Status::Deduplicated, Some("already_failed")));
+    let herald_dedupe::Claim::Won(claim) = s.stage.states.claim(delivery().delivery_id, 77).await.unwrap() else { panic!("replay") };
+    let replay = s.stage.process(Delivery { claim, ..delivery() }, &meta(41, 1)).await.unwrap();
     assert_eq!(status(&replay), Status::Sent);
+    assert_eq!(s.calls(), 2);
 }
 
 #[tokio::test]
