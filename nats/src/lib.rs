@@ -117,12 +117,17 @@ impl Nats {
         Ok(NatsKv::new(store, bucket.to_owned()))
     }
 
+    /// The requests subject of `tenant`, refused when the tenant cannot be a subject token.
+    fn requests_subject(&self, tenant: &str) -> Result<String, Error> {
+        herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
+        Ok(self.topology.requests_subject(tenant))
+    }
+
     /// Publishes a producer's request on `<prefix>.requests.<tenant>` and waits for the stream's
     /// ack: once this returns, the request is accepted for processing. `msg_id` makes a retried
     /// publish a no-op within the duplicate window.
     pub async fn publish_request(&self, tenant: &str, body: Bytes, msg_id: Option<&str>) -> Result<u64, Error> {
-        herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
-        let subject = self.topology.requests_subject(tenant);
+        let subject = self.requests_subject(tenant)?;
         let mut publish = jetstream::message::PublishMessage::build().payload(body);
         if let Some(id) = msg_id {
             publish = publish.message_id(id);
@@ -141,8 +146,7 @@ impl Nats {
         window: usize,
         mut on_ack: impl FnMut(),
     ) -> Result<(), Error> {
-        herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
-        let subject = self.topology.requests_subject(tenant);
+        let subject = self.requests_subject(tenant)?;
         let mut acks = futures::stream::FuturesUnordered::new();
         let mut outstanding = 0usize;
         for body in bodies {

@@ -101,7 +101,7 @@ impl<K: KeyValue> Deliver<K> {
         };
         let detail = format!("{provider}: {}", error.detail);
         if meta.is_last_attempt() {
-            // The runner dead-letters it now; `failed` lets a later replay send it again.
+            // The runner dead-letters it now; `failed` lets a later replay through dedupe send it again.
             self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
         } else if let Err(e) = self.states.release(&ticket).await {
             warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery; the next attempt waits for its lease.");
