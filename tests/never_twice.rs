@@ -43,7 +43,10 @@ async fn a_stage_killed_before_acking_and_back_after_the_duplicate_window_sends_
     assert!(report.changes.iter().any(|c| c.to_string().contains("duplicate_window")), "{:?}", report.changes);
 
     let rest = env.spawn("rest", &["stage", "ingest", "enrich", "fanout", "render", "dedupe", "deliver", "track"])?;
-    let forgetful = env.spawn_with_env("throttle-noack", &["stage", "throttle"], &[("HERALD__NATS__URL", &noack)])?;
+    // Throttle reads tenants' caps from the store; the embedded file store is held by `rest`, so
+    // the throttle processes use an empty one of their own (no tenant caps: the defaults).
+    let forgetful =
+        env.spawn_with_env("throttle-noack", &["stage", "throttle"], &[("HERALD__NATS__URL", &noack), ("HERALD__STORE__URL", "mem://")])?;
     let n = 20;
     for i in 0..n {
         env.publish("acme", welcome(USERS[i % 4])).await?;
@@ -57,7 +60,7 @@ async fn a_stage_killed_before_acking_and_back_after_the_duplicate_window_sends_
     // Back after the duplicate window (and the ack wait): every throttle message is processed
     // again and its output published again, now stored as a new message.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let again = env.spawn("throttle", &["stage", "throttle"])?;
+    let again = env.spawn_with_env("throttle", &["stage", "throttle"], &[("HERALD__STORE__URL", "mem://")])?;
     let events = env.wait_for_events("acme", Status::Deduplicated, n, PATIENCE).await?;
     env.wait_idle(PATIENCE).await?;
 

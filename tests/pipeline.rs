@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::Context;
 use herald_schemas::Status;
 use herald_tests::{TestEnv, count_statuses, welcome};
 
@@ -87,8 +88,14 @@ async fn send_and_status_commands_work_end_to_end() -> anyhow::Result<()> {
     let out = env
         .run(&["send", "--tenant", "acme", "--template", "welcome", "--to", "alice", "--to", "dave", "--data", r#"{"plan":"pro"}"#])
         .await?;
-    assert!(out.contains("accepted for processing as request #1"), "{out}");
-    env.wait_for_events("acme", Status::Sent, 2, PATIENCE).await?;
+    assert!(out.contains("(request #1, normal lane)"), "{out}");
+    // The id it prints is the one ingest gives the notification.
+    let id = out.split_whitespace().skip_while(|w| *w != "notification").nth(1).context("no notification id printed")?.to_owned();
+    let sent = env.wait_for_events("acme", Status::Sent, 2, PATIENCE).await?;
+    assert!(
+        sent.iter().filter(|e| e.status == Status::Sent).all(|e| e.notification_id.map(|n| n.to_string()) == Some(id.clone())),
+        "{id}: {sent:?}"
+    );
     env.wait_idle(PATIENCE).await?;
     let status: serde_json::Value = serde_json::from_str(&env.run(&["status", "--json"]).await?)?;
     let consumers = status["consumers"].as_array().expect("consumers");

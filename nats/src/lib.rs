@@ -12,6 +12,7 @@ mod error;
 pub mod kv;
 pub mod provision;
 pub mod runner;
+pub mod schedule;
 pub mod server;
 pub mod topology;
 
@@ -30,6 +31,7 @@ pub use error::Error;
 pub use kv::NatsKv;
 pub use provision::{Action, Change, Report};
 pub use runner::{RunnerConfig, StageStats};
+pub use schedule::NatsScheduler;
 pub use topology::{ConsumerRef, Topology, TopologyConfig};
 
 /// A connection to NATS with the topology it works in.
@@ -117,6 +119,21 @@ impl Nats {
         Ok(NatsKv::new(store, bucket.to_owned()))
     }
 
+    /// The scheduled-message port (cancels).
+    pub fn scheduler(&self) -> NatsScheduler {
+        NatsScheduler::new(self.js.clone(), self.topology.clone())
+    }
+
+    /// Publishes a cancel of `notification` on `<prefix>.cancel.<tenant>` and waits for the
+    /// stream's ack.
+    pub async fn publish_cancel(&self, tenant: &str, body: Bytes) -> Result<u64, Error> {
+        herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
+        let subject = self.topology.cancel_subject(tenant);
+        let ack = self.js.publish(subject.clone(), body).await.map_err(|e| Error::jetstream(&subject, e))?;
+        let ack = ack.await.map_err(|e| Error::jetstream(&subject, e))?;
+        Ok(ack.sequence)
+    }
+
     /// The requests subject of `tenant`, refused when the tenant cannot be a subject token.
     fn requests_subject(&self, tenant: &str) -> Result<String, Error> {
         herald_schemas::directory::check_tenant(tenant).map_err(|e| Error::Invalid(e.detail))?;
@@ -127,7 +144,32 @@ impl Nats {
     /// ack: once this returns, the request is accepted for processing. `msg_id` makes a retried
     /// publish a no-op within the duplicate window.
     pub async fn publish_request(&self, tenant: &str, body: Bytes, msg_id: Option<&str>) -> Result<u64, Error> {
-        let subject = self.requests_subject(tenant)?;
+        self.publish_request_in(tenant, herald_schemas::Priority::Normal, body, msg_id).await
+    }
+
+    /// The notification id ingest gives (or gave) the request stored at `sequence`: it is a
+    /// function of the stream position, so a producer can know it before ingest runs.
+    pub async fn notification_id_of(&self, tenant: &str, sequence: u64) -> Result<uuid::Uuid, Error> {
+        let name = self.topology.stream_name(topology::role::REQUESTS);
+        let stream = self.js.get_stream(&name).await.map_err(|e| Error::jetstream(&name, e))?;
+        let message = stream.get_raw_message(sequence).await.map_err(|e| Error::jetstream(&name, e))?;
+        let stored_at_ms = u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
+        Ok(herald_schemas::ids::notification_id(tenant, sequence, stored_at_ms))
+    }
+
+    /// Like [`publish_request`](Self::publish_request), on ingest's `lane`
+    /// (`<prefix>.requests.<tenant>.<lane>`; the plain subject for `normal`).
+    pub async fn publish_request_in(
+        &self,
+        tenant: &str,
+        lane: herald_schemas::Priority,
+        body: Bytes,
+        msg_id: Option<&str>,
+    ) -> Result<u64, Error> {
+        let mut subject = self.requests_subject(tenant)?;
+        if lane != herald_schemas::Priority::Normal {
+            subject = self.topology.requests_lane_subject(tenant, lane);
+        }
         let mut publish = jetstream::message::PublishMessage::build().payload(body);
         if let Some(id) = msg_id {
             publish = publish.message_id(id);

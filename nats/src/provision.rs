@@ -145,6 +145,7 @@ fn stream_diffs(now: &stream::Config, want: &stream::Config) -> (Vec<String>, Ve
     );
     diff(&mut mutable, "replicas", now.num_replicas.to_string(), want.num_replicas.to_string());
     diff(&mut mutable, "max_message_size", now.max_message_size.to_string(), want.max_message_size.to_string());
+    diff(&mut mutable, "allow_msg_schedules", now.allow_message_schedules.to_string(), want.allow_message_schedules.to_string());
     diff(&mut immutable, "storage", format!("{:?}", now.storage), format!("{:?}", want.storage));
     diff(&mut immutable, "retention", format!("{:?}", now.retention), format!("{:?}", want.retention));
     (mutable, immutable)
@@ -176,6 +177,7 @@ async fn ensure_consumer(js: &jetstream::Context, stream_name: &str, desired: co
     diff(&mut diffs, "max_deliver", existing.max_deliver.to_string(), desired.max_deliver.to_string());
     diff(&mut diffs, "max_ack_pending", existing.max_ack_pending.to_string(), desired.max_ack_pending.to_string());
     diff(&mut diffs, "filter_subject", existing.filter_subject.clone(), desired.filter_subject.clone());
+    diff(&mut diffs, "filter_subjects", existing.filter_subjects.join(" "), desired.filter_subjects.join(" "));
     diff(&mut immutable, "deliver_policy", format!("{:?}", existing.deliver_policy), format!("{:?}", desired.deliver_policy));
     diff(&mut immutable, "ack_policy", format!("{:?}", existing.ack_policy), format!("{:?}", desired.ack_policy));
     if !immutable.is_empty() {

@@ -287,11 +287,20 @@ async fn hold_reported<S: Stage>(shared: &Shared<S>, message: &jetstream::Messag
     }
 }
 
-/// The error for the first output no stream could store, if any.
+/// The error for the first output no stream could store, if any: too large, or scheduled for a
+/// hop whose stream takes no scheduled messages.
 fn oversized<S: Stage>(shared: &Shared<S>, emits: &[Emit]) -> Option<StageError> {
+    if let Some(emit) =
+        emits.iter().find(|e| e.at.is_some() && shared.topology.schedule_subject(e.hop, &e.tenant, e.notification, e.key).is_none())
+    {
+        return Some(StageError::permanent(
+            "not_schedulable",
+            format!("{:?} takes no scheduled messages; only enrich and throttle do", emit.hop),
+        ));
+    }
     let limit = shared.topology.max_payload();
     emits.iter().find(|e| e.payload.len() > limit).map(|emit| {
-        let subject = shared.topology.hop_subject(emit.hop, &emit.tenant, emit.suffix.as_deref());
+        let subject = shared.topology.lane_subject(emit.hop, emit.lane, &emit.tenant, emit.suffix.as_deref());
         StageError::permanent(
             "payload_too_large",
             format!(
@@ -336,9 +345,28 @@ async fn process_with_progress<S: Stage>(
 async fn publish_all<S: Stage>(shared: &Shared<S>, emits: Vec<Emit>) -> Result<(), StageError> {
     let count = emits.len() as u64;
     let mut pending = Vec::with_capacity(emits.len());
+    let now = jiff::Timestamp::now();
     for emit in emits {
-        let subject = shared.topology.hop_subject(emit.hop, &emit.tenant, emit.suffix.as_deref());
-        let publish = PublishMessage::build().payload(emit.payload.into()).message_id(format!("{}:{}", emit.key, S::NAME));
+        let target = shared.topology.lane_subject(emit.hop, emit.lane, &emit.tenant, emit.suffix.as_deref());
+        let schedule = emit
+            .at
+            .filter(|at| *at > now)
+            .and_then(|at| Some((at, shared.topology.schedule_subject(emit.hop, &emit.tenant, emit.notification, emit.key)?)));
+        let (subject, publish) = match schedule {
+            None => (target, PublishMessage::build().payload(emit.payload.into()).message_id(format!("{}:{}", emit.key, S::NAME))),
+            Some((at, subject)) => {
+                // Stored now, published to `target` by the server at `at`. One schedule per
+                // subject: a redelivered deferral replaces its earlier schedule instead of adding
+                // one, and the time in the id keeps a later deferral from being deduplicated.
+                let at_text = at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+                let publish = PublishMessage::build()
+                    .payload(emit.payload.into())
+                    .message_id(format!("{}:{}@{}", emit.key, S::NAME, at.as_millisecond()))
+                    .header(headers::SCHEDULE, format!("@at {at_text}").as_str())
+                    .header(headers::SCHEDULE_TARGET, target.as_str());
+                (subject, publish)
+            }
+        };
         let ack = shared.js.send_publish(subject.clone(), publish).await.map_err(|e| publish_error(&subject, e))?;
         pending.push((subject, ack));
     }
@@ -473,6 +501,9 @@ fn event_about(stage: &str, message: &jetstream::Message, meta: &Meta, status: S
         status,
         reason: Some(error.reason.clone()),
         detail: Some(error.detail.clone()),
+        original_notification_id: None,
+        scheduled_for: None,
+        deferred_until: None,
         stage: stage.to_owned(),
         attempt: meta.attempt,
         at: jiff::Timestamp::now(),
@@ -482,6 +513,9 @@ fn event_about(stage: &str, message: &jetstream::Message, meta: &Meta, status: S
         tenant: meta.tenant.clone(),
         suffix: None,
         key: event.event_id,
+        notification: found.notification_id.unwrap_or(event.event_id),
+        lane: None,
+        at: None,
         payload: serde_json::to_vec(&event).unwrap_or_default(),
     }
 }

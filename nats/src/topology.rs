@@ -2,15 +2,25 @@
 //! Herald uses, and the subject of every hop.
 //!
 //! Streams are file-backed with limits retention and a max age, so operators can replay a range.
-//! Each stage reads one stream through one durable pull consumer shared by all its replicas; the
-//! deliver stream has one consumer per channel, so a dead provider stalls only its own channel.
+//! Each stage reads one stream through durable pull consumers shared by all its replicas:
+//! one per priority lane (`critical`, `high`, `normal`, `low`), so urgent work never queues
+//! behind a backlog of less urgent work, and for deliver one per channel and lane, so a dead
+//! provider stalls only its own channel. Track has a single lane: events are not deliveries.
+//!
+//! Subjects: `<p>.requests.<tenant>[.<lane>]`, `<p>.stage.<stage>.<lane>.<tenant>`,
+//! `<p>.stage.deliver.<channel>.<lane>.<tenant>`, `<p>.stage.track.<tenant>`,
+//! `<p>.cancel.<tenant>`, `<p>.events.<tenant>.<status>`, `<p>.dlq.<stage>.<tenant>`. Scheduled
+//! copies (a `send_at`, a deferral) wait in the enrich and throttle streams on
+//! `<p>.schedule.<stage>.<tenant>.<notification>.<key>`, which no consumer reads: the server
+//! publishes them to their stage's subject when they are due (`Nats-Schedule`).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, kv, object_store, stream};
-use herald_schemas::Channel;
+use herald_schemas::{Channel, Priority};
 use herald_stage::Hop;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// The knobs of the topology. Changing one and running `herald provision` updates the servers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,7 +106,11 @@ pub mod role {
     pub const TRACK: &str = "TRACK";
     pub const EVENTS: &str = "EVENTS";
     pub const DLQ: &str = "DLQ";
+    pub const CANCEL: &str = "CANCEL";
 }
+
+/// Stages whose input is split into priority lanes.
+const LANED: [&str; 7] = ["ingest", "enrich", "fanout", "render", "dedupe", "throttle", "deliver"];
 
 /// The error for a prefix that cannot be a subject token.
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +140,40 @@ impl Topology {
         format!("{}_{role}", self.stream_prefix)
     }
 
-    /// The subject a producer publishes a request on.
+    /// The subject a producer publishes a request on: the `normal` lane of ingest.
     pub fn requests_subject(&self, tenant: &str) -> String {
         format!("{}.requests.{tenant}", self.config.prefix)
+    }
+
+    /// The subject of ingest's `lane` (`<p>.requests.<tenant>.<lane>`), for producers whose
+    /// urgent requests must not queue behind their bulk.
+    pub fn requests_lane_subject(&self, tenant: &str, lane: Priority) -> String {
+        format!("{}.requests.{tenant}.{lane}", self.config.prefix)
+    }
+
+    /// The subject a producer publishes a cancel on.
+    pub fn cancel_subject(&self, tenant: &str) -> String {
+        format!("{}.cancel.{tenant}", self.config.prefix)
+    }
+
+    /// Where a copy of an output to `hop` waits until it is due; `None` when the hop's stream
+    /// takes no scheduled messages.
+    pub fn schedule_subject(&self, hop: Hop, tenant: &str, notification: Uuid, key: Uuid) -> Option<String> {
+        let stage = match hop {
+            Hop::Enrich => "enrich",
+            Hop::Throttle => "throttle",
+            _ => return None,
+        };
+        Some(format!("{}.schedule.{stage}.{tenant}.{notification}.{key}", self.config.prefix))
+    }
+
+    /// Every (stream, subject filter) holding scheduled copies of `notification`.
+    pub fn schedule_filters(&self, tenant: &str, notification: Uuid) -> Vec<(String, String)> {
+        let p = &self.config.prefix;
+        [(role::ENRICH, "enrich"), (role::THROTTLE, "throttle")]
+            .into_iter()
+            .map(|(role, stage)| (self.stream_name(role), format!("{p}.schedule.{stage}.{tenant}.{notification}.>")))
+            .collect()
     }
 
     /// The subject of a tracking event.
@@ -146,30 +191,37 @@ impl Topology {
         format!("{}.dlq.{stage}.{tenant}", self.config.prefix)
     }
 
-    /// The subject of an output to `hop`.
+    /// The subject of an output to `hop`, in the `normal` lane where the hop has lanes.
     pub fn hop_subject(&self, hop: Hop, tenant: &str, suffix: Option<&str>) -> String {
+        self.lane_subject(hop, Some(Priority::Normal), tenant, suffix)
+    }
+
+    /// The subject of an output to `hop` in `lane` (`None`: the `normal` lane).
+    pub fn lane_subject(&self, hop: Hop, lane: Option<Priority>, tenant: &str, suffix: Option<&str>) -> String {
         let p = &self.config.prefix;
+        let lane = lane.unwrap_or_default();
         match hop {
-            Hop::Enrich => format!("{p}.stage.enrich.{tenant}"),
-            Hop::Fanout => format!("{p}.stage.fanout.{tenant}"),
-            Hop::Render => format!("{p}.stage.render.{tenant}"),
-            Hop::Dedupe => format!("{p}.stage.dedupe.{tenant}"),
-            Hop::Throttle => format!("{p}.stage.throttle.{tenant}"),
-            Hop::Deliver(channel) => format!("{p}.stage.deliver.{channel}.{tenant}"),
+            Hop::Enrich => format!("{p}.stage.enrich.{lane}.{tenant}"),
+            Hop::Fanout => format!("{p}.stage.fanout.{lane}.{tenant}"),
+            Hop::Render => format!("{p}.stage.render.{lane}.{tenant}"),
+            Hop::Dedupe => format!("{p}.stage.dedupe.{lane}.{tenant}"),
+            Hop::Throttle => format!("{p}.stage.throttle.{lane}.{tenant}"),
+            Hop::Deliver(channel) => format!("{p}.stage.deliver.{channel}.{lane}.{tenant}"),
             Hop::Track => format!("{p}.stage.track.{tenant}"),
             Hop::Events => self.events_subject(tenant, suffix.unwrap_or("unknown")),
         }
     }
 
-    /// Where the tenant sits in the subjects of a stream, counted in tokens from the end.
+    /// The tenant named by a subject of any Herald stream.
     pub fn tenant_of<'s>(&self, subject: &'s str) -> Option<&'s str> {
         let rest = subject.strip_prefix(&self.config.prefix)?.strip_prefix('.')?;
         let mut tokens = rest.split('.');
         match tokens.next()? {
-            "requests" => tokens.next(),
+            "requests" | "cancel" => tokens.next(),
             "stage" => match tokens.next()? {
-                "deliver" => tokens.nth(1),
-                _ => tokens.next(),
+                "deliver" => tokens.nth(2),
+                "track" => tokens.next(),
+                _ => tokens.nth(1),
             },
             "events" | "inbox" => tokens.next(),
             "dlq" => tokens.nth(1),
@@ -177,8 +229,15 @@ impl Topology {
         }
     }
 
-    /// The consumer a stage reads. `channel` picks the deliver consumer of one channel.
+    /// The `normal`-lane consumer of a stage (its only one for `track` and `cancel`).
+    /// `channel` picks the deliver consumer of one channel.
     pub fn consumer(&self, stage: &str, channel: Option<Channel>) -> Option<ConsumerRef> {
+        self.lane_consumer(stage, channel, Priority::Normal)
+    }
+
+    /// The consumer of a stage's `lane`. The `normal` lane's consumer is named after the stage
+    /// (`enrich`, `deliver-email`), the others get the lane appended (`enrich-critical`).
+    pub fn lane_consumer(&self, stage: &str, channel: Option<Channel>, lane: Priority) -> Option<ConsumerRef> {
         let role = match stage {
             "ingest" => role::REQUESTS,
             "enrich" => role::ENRICH,
@@ -188,19 +247,32 @@ impl Topology {
             "throttle" => role::THROTTLE,
             "deliver" => role::DELIVER,
             "track" => role::TRACK,
+            "cancel" => role::CANCEL,
             _ => return None,
         };
-        let durable = match (stage, channel) {
+        let base = match (stage, channel) {
             ("deliver", Some(channel)) => format!("deliver-{channel}"),
             ("deliver", None) => return None,
             _ => stage.to_owned(),
         };
+        let durable = if lane == Priority::Normal || !LANED.contains(&stage) { base } else { format!("{base}-{lane}") };
         Some(ConsumerRef { stream: self.stream_name(role), durable })
+    }
+
+    /// Every consumer of a stage: one per lane, or its only one.
+    pub fn stage_consumers(&self, stage: &str, channel: Option<Channel>) -> Vec<ConsumerRef> {
+        if LANED.contains(&stage) {
+            Priority::ALL.iter().filter_map(|&lane| self.lane_consumer(stage, channel, lane)).collect()
+        } else {
+            self.consumer(stage, channel).into_iter().collect()
+        }
     }
 
     /// Every stream's configuration.
     pub fn streams(&self) -> Vec<stream::Config> {
         let p = &self.config.prefix;
+        let lanes = |stage: &str| -> Vec<String> { vec![format!("{p}.stage.{stage}.*.*")] };
+        let scheduled = |stage: &str| -> Vec<String> { vec![format!("{p}.stage.{stage}.*.*"), format!("{p}.schedule.{stage}.>")] };
         let spec = |role: &str, subjects: Vec<String>, description: &str| stream::Config {
             name: self.stream_name(role),
             subjects,
@@ -214,17 +286,32 @@ impl Topology {
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
+        let mut requests = vec![format!("{p}.requests.*")];
+        requests.extend(Priority::ALL.map(|lane| format!("{p}.requests.*.{lane}")));
+        let schedules = |mut config: stream::Config| {
+            config.allow_message_schedules = true;
+            config
+        };
         vec![
-            spec(role::REQUESTS, vec![format!("{p}.requests.*")], "Producers' notification requests, one subject per tenant"),
-            spec(role::ENRICH, vec![format!("{p}.stage.enrich.*")], "Accepted notifications waiting for recipient resolution"),
-            spec(role::FANOUT, vec![format!("{p}.stage.fanout.*")], "Pages of group fan-outs waiting to be expanded"),
-            spec(role::RENDER, vec![format!("{p}.stage.render.*")], "Deliveries waiting for their template to be rendered"),
-            spec(role::DEDUPE, vec![format!("{p}.stage.dedupe.*")], "Rendered deliveries waiting for their dedupe claim"),
-            spec(role::THROTTLE, vec![format!("{p}.stage.throttle.*")], "Deliveries waiting for caps, quiet hours and priorities"),
-            spec(role::DELIVER, vec![format!("{p}.stage.deliver.*.*")], "Deliveries waiting for their channel's provider"),
+            spec(role::REQUESTS, requests, "Producers' notification requests, one subject per tenant (and priority lane)"),
+            schedules(spec(
+                role::ENRICH,
+                scheduled("enrich"),
+                "Accepted notifications waiting for recipient resolution, and scheduled sends",
+            )),
+            spec(role::FANOUT, lanes("fanout"), "Pages of group fan-outs waiting to be expanded"),
+            spec(role::RENDER, lanes("render"), "Deliveries waiting for their template to be rendered"),
+            spec(role::DEDUPE, lanes("dedupe"), "Rendered deliveries waiting for their dedupe claim"),
+            schedules(spec(
+                role::THROTTLE,
+                scheduled("throttle"),
+                "Deliveries waiting for caps, quiet hours and priorities, and deferred ones",
+            )),
+            spec(role::DELIVER, vec![format!("{p}.stage.deliver.*.*.*")], "Deliveries waiting for their channel's provider"),
             spec(role::TRACK, vec![format!("{p}.stage.track.*")], "Stage events on their way to the tracking stream"),
             spec(role::EVENTS, vec![format!("{p}.events.*.*")], "The tracking stream: every state change of every notification"),
             spec(role::DLQ, vec![format!("{p}.dlq.*.*")], "Dead letters: messages a stage gave up on, with the reason in headers"),
+            spec(role::CANCEL, vec![format!("{p}.cancel.*")], "Producers' cancels of scheduled and deferred notifications"),
         ]
     }
 
@@ -247,18 +334,26 @@ impl Topology {
             num_replicas: self.config.replicas,
             ..Default::default()
         };
-        let mut consumers = vec![
-            (self.stream_name(role::REQUESTS), durable("ingest".into(), format!("{p}.requests.*"))),
-            (self.stream_name(role::ENRICH), durable("enrich".into(), format!("{p}.stage.enrich.*"))),
-            (self.stream_name(role::FANOUT), durable("fanout".into(), format!("{p}.stage.fanout.*"))),
-            (self.stream_name(role::RENDER), durable("render".into(), format!("{p}.stage.render.*"))),
-            (self.stream_name(role::DEDUPE), durable("dedupe".into(), format!("{p}.stage.dedupe.*"))),
-            (self.stream_name(role::THROTTLE), durable("throttle".into(), format!("{p}.stage.throttle.*"))),
-            (self.stream_name(role::TRACK), durable("track".into(), format!("{p}.stage.track.*"))),
-        ];
-        for channel in Channel::ALL {
-            consumers
-                .push((self.stream_name(role::DELIVER), durable(format!("deliver-{channel}"), format!("{p}.stage.deliver.{channel}.*"))));
+        let mut consumers = Vec::new();
+        let mut add = |stage: &str, channel: Option<Channel>, lane: Priority, filter: String| {
+            if let Some(c) = self.lane_consumer(stage, channel, lane) {
+                consumers.push((c.stream, durable(c.durable, filter)));
+            }
+        };
+        for lane in Priority::ALL {
+            add("ingest", None, lane, format!("{p}.requests.*.{lane}"));
+            for stage in ["enrich", "fanout", "render", "dedupe", "throttle"] {
+                add(stage, None, lane, format!("{p}.stage.{stage}.{lane}.*"));
+            }
+            for channel in Channel::ALL {
+                add("deliver", Some(channel), lane, format!("{p}.stage.deliver.{channel}.{lane}.*"));
+            }
+        }
+        add("track", None, Priority::Normal, format!("{p}.stage.track.*"));
+        add("cancel", None, Priority::Normal, format!("{p}.cancel.*"));
+        // Ingest's normal lane also reads the plain `<p>.requests.<tenant>`.
+        for (_, config) in consumers.iter_mut().filter(|(_, c)| c.durable_name.as_deref() == Some("ingest")) {
+            config.filter_subjects = vec![format!("{p}.requests.*"), std::mem::take(&mut config.filter_subject)];
         }
         consumers
     }
@@ -326,6 +421,10 @@ mod tests {
             (t.requests_subject("acme"), Some("acme")),
             (t.hop_subject(Hop::Enrich, "acme", None), Some("acme")),
             (t.hop_subject(Hop::Deliver(Channel::WebPush), "acme", None), Some("acme")),
+            (t.lane_subject(Hop::Deliver(Channel::WebPush), Some(Priority::Critical), "acme", None), Some("acme")),
+            (t.lane_subject(Hop::Dedupe, Some(Priority::Low), "acme", None), Some("acme")),
+            (t.requests_lane_subject("acme", Priority::High), Some("acme")),
+            (t.cancel_subject("acme"), Some("acme")),
             (t.hop_subject(Hop::Track, "acme", None), Some("acme")),
             (t.events_subject("acme", "sent"), Some("acme")),
             (t.dlq_subject("render", "acme"), Some("acme")),
@@ -342,11 +441,51 @@ mod tests {
         let streams = t.streams();
         let mut hops: Vec<Hop> = vec![Hop::Enrich, Hop::Fanout, Hop::Render, Hop::Dedupe, Hop::Throttle, Hop::Track, Hop::Events];
         hops.extend(Channel::ALL.map(Hop::Deliver));
+        let consumers = t.consumers();
         for hop in hops {
-            let subject = t.hop_subject(hop, "acme", Some("sent"));
-            let matching = streams.iter().filter(|s| s.subjects.iter().any(|f| matches(f, &subject))).count();
-            assert_eq!(matching, 1, "{subject}");
+            for lane in Priority::ALL {
+                let subject = t.lane_subject(hop, Some(lane), "acme", Some("sent"));
+                let matching = streams.iter().filter(|s| s.subjects.iter().any(|f| matches(f, &subject))).count();
+                assert_eq!(matching, 1, "{subject}");
+                if hop != Hop::Events {
+                    let readers = consumers.iter().filter(|(_, c)| filters(c).iter().any(|f| matches(f, &subject))).count();
+                    assert_eq!(readers, 1, "exactly one consumer reads {subject}");
+                }
+            }
         }
+        for subject in [t.requests_subject("acme"), t.requests_lane_subject("acme", Priority::Critical), t.cancel_subject("acme")] {
+            let readers = consumers.iter().filter(|(_, c)| filters(c).iter().any(|f| matches(f, &subject))).count();
+            assert_eq!(readers, 1, "exactly one consumer reads {subject}");
+        }
+        // Scheduled copies wait in the stream of the stage they are due at, read by no consumer.
+        let (n, k) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for hop in [Hop::Enrich, Hop::Throttle] {
+            let subject = t.schedule_subject(hop, "acme", n, k).unwrap();
+            let target = t.lane_subject(hop, Some(Priority::Low), "acme", None);
+            let holders: Vec<_> = streams.iter().filter(|s| s.subjects.iter().any(|f| matches(f, &subject))).collect();
+            assert_eq!(holders.len(), 1, "{subject}");
+            assert!(holders[0].allow_message_schedules);
+            assert!(holders[0].subjects.iter().any(|f| matches(f, &target)), "the target is in the same stream");
+            assert!(!consumers.iter().any(|(_, c)| filters(c).iter().any(|f| matches(f, &subject))), "no consumer reads {subject}");
+            let (stream, filter) = t.schedule_filters("acme", n).into_iter().find(|(s, _)| *s == holders[0].name).unwrap();
+            assert!(matches(&filter, &subject), "{filter} finds {subject} in {stream}");
+        }
+        assert!(t.schedule_subject(Hop::Render, "acme", n, k).is_none());
+    }
+
+    fn filters(c: &consumer::pull::Config) -> Vec<String> {
+        if c.filter_subjects.is_empty() { vec![c.filter_subject.clone()] } else { c.filter_subjects.clone() }
+    }
+
+    #[test]
+    fn lanes_have_their_own_consumers() {
+        let t = topology();
+        assert_eq!(t.consumer("enrich", None).unwrap().durable, "enrich");
+        assert_eq!(t.lane_consumer("enrich", None, Priority::Critical).unwrap().durable, "enrich-critical");
+        assert_eq!(t.lane_consumer("deliver", Some(Channel::Email), Priority::Low).unwrap().durable, "deliver-email-low");
+        assert_eq!(t.stage_consumers("throttle", None).len(), 4);
+        assert_eq!(t.stage_consumers("track", None).len(), 1);
+        assert_eq!(t.stage_consumers("cancel", None)[0].durable, "cancel");
     }
 
     #[test]
@@ -355,7 +494,9 @@ mod tests {
         let streams = t.streams();
         for (stream, consumer) in t.consumers() {
             let config = streams.iter().find(|s| s.name == stream).unwrap();
-            assert!(config.subjects.iter().any(|f| covers(f, &consumer.filter_subject)), "{stream}: {}", consumer.filter_subject);
+            for filter in filters(&consumer) {
+                assert!(config.subjects.iter().any(|f| covers(f, &filter)), "{stream}: {filter}");
+            }
         }
     }
 
@@ -369,6 +510,9 @@ mod tests {
     fn matches(filter: &str, subject: &str) -> bool {
         let f: Vec<_> = filter.split('.').collect();
         let s: Vec<_> = subject.split('.').collect();
+        if f.last() == Some(&">") {
+            return s.len() >= f.len() && f[..f.len() - 1].iter().zip(&s).all(|(f, s)| *f == "*" || f == s);
+        }
         f.len() == s.len() && f.iter().zip(&s).all(|(f, s)| *f == "*" || f == s)
     }
 

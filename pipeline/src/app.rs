@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use herald_dedupe::Dedupe;
 use herald_deliver::{Deliver, Providers};
 use herald_enrich::{Enrich, Fanout};
-use herald_ingest::Ingest;
+use herald_ingest::{Cancel, Ingest};
 use herald_nats::server::{NatsServer, ServerOptions};
 use herald_nats::{Nats, StageStats, Topology};
 use herald_render::{NoTracking, Render};
@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use herald_store::{CachedDirectory, CachedTemplates, Store, TEMPLATE_CHANGE_PREFIX};
+use herald_store::{CAPS_CHANGE, CachedCaps, CachedDirectory, CachedTemplates, Store, TEMPLATE_CHANGE_PREFIX};
 
 use crate::config::Config;
 
@@ -50,9 +50,9 @@ impl StageKind {
         StageKind::Track,
     ];
 
-    /// Whether the stage reads the store (the directory or the templates).
+    /// Whether the stage reads the store (the directory, the templates, tenants' caps).
     pub fn needs_store(self) -> bool {
-        matches!(self, StageKind::Enrich | StageKind::Fanout | StageKind::Render)
+        matches!(self, StageKind::Enrich | StageKind::Fanout | StageKind::Render | StageKind::Throttle)
     }
 }
 
@@ -151,37 +151,47 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let mut running = Running { tasks: JoinSet::new(), stats: Stats::new() };
     let topology = nats.topology().clone();
-    // One cache of contacts and one of templates for the process, in front of the store,
-    // evicted by change messages: a user id, `*` for the whole tenant, or `template/<id>`.
+    // One cache each of contacts, templates and tenants' caps for the process, in front of the
+    // store, evicted by change messages: a user id, `*` for the whole tenant, `template/<id>` or
+    // `caps/`.
     let caches = match &resources.store {
         Some(store) => {
             let contacts = CachedDirectory::new(store.clone(), &config.cache);
             let templates = CachedTemplates::new(store.clone(), &config.cache);
+            let caps = CachedCaps::new(store.clone(), config.cache.ttl);
             let mut changes = Box::pin(nats.directory_changes().await?);
-            let (evict_contacts, evict_templates) = (contacts.clone(), templates.clone());
+            let (evict_contacts, evict_templates, evict_caps) = (contacts.clone(), templates.clone(), caps.clone());
             tokio::spawn(async move {
                 while let Some((tenant, what)) = futures::StreamExt::next(&mut changes).await {
-                    match what.as_deref().map(|w| w.strip_prefix(TEMPLATE_CHANGE_PREFIX).ok_or(w)) {
-                        Some(Ok(template)) => evict_templates.invalidate(&tenant, Some(template)),
-                        Some(Err(user)) => evict_contacts.invalidate(&tenant, Some(user)),
+                    match what.as_deref() {
+                        Some(CAPS_CHANGE) => evict_caps.invalidate(Some(&tenant)),
+                        Some(what) => match what.strip_prefix(TEMPLATE_CHANGE_PREFIX) {
+                            Some(template) => evict_templates.invalidate(&tenant, Some(template)),
+                            None => evict_contacts.invalidate(&tenant, Some(what)),
+                        },
                         None => {
                             evict_contacts.invalidate(&tenant, None);
                             evict_templates.invalidate(&tenant, None);
+                            evict_caps.invalidate(Some(&tenant));
                         }
                     }
                 }
             });
-            Some((contacts, templates))
+            Some((contacts, templates, caps))
         }
         None => None,
     };
     let directory = || caches.as_ref().map(|c| c.0.clone()).context("the store is not open in this process");
     let templates = || caches.as_ref().map(|c| c.1.clone()).context("the store is not open in this process");
+    let tenant_caps = || caches.as_ref().map(|c| c.2.clone()).context("the store is not open in this process");
     for kind in which {
         match kind {
             StageKind::Ingest => {
+                // The front door: requests, and producers' cancels.
                 let kv = nats.kv(&topology.idempotency_bucket()).await?;
-                spawn(&mut running, nats, config, Ingest::new(kv), None, cancel);
+                spawn(&mut running, nats, config, Ingest::new(kv).with_schedule_horizon(config.schedule_horizon()), None, cancel);
+                let markers = nats.kv(&topology.dedupe_bucket()).await?;
+                spawn(&mut running, nats, config, Cancel::new(markers, nats.scheduler()), None, cancel);
             }
             StageKind::Enrich => {
                 let enrich = Enrich::new(directory()?, templates()?, config.enrich.clone());
@@ -201,7 +211,11 @@ pub async fn start(
                 let kv = nats.kv(&topology.dedupe_bucket()).await?;
                 spawn(&mut running, nats, config, Dedupe::new(kv), None, cancel);
             }
-            StageKind::Throttle => spawn(&mut running, nats, config, Throttle, None, cancel),
+            StageKind::Throttle => {
+                let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                let throttle = Throttle::new(kv, tenant_caps()?, config.throttle.clone());
+                spawn(&mut running, nats, config, throttle, None, cancel);
+            }
             StageKind::Deliver => {
                 // The registry decides which provider serves each (tenant, channel); the stage
                 // never names one.
@@ -224,17 +238,21 @@ pub async fn start(
     Ok(running)
 }
 
+/// Runs `stage` on each of its consumers: one per priority lane (one for track and cancel).
+/// The lanes share the stage value and its ports; each has its own runner, so a backlog in one
+/// lane never delays another.
 fn spawn<S: Stage>(running: &mut Running, nats: &Nats, config: &Config, stage: S, channel: Option<Channel>, cancel: &CancellationToken) {
-    let Some(consumer) = nats.topology().consumer(S::NAME, channel) else {
-        return;
-    };
-    let stats = Arc::new(StageStats::default());
-    running.stats.insert(consumer.durable.clone(), stats.clone());
-    let nats = nats.clone();
-    let runner = config.runner.clone();
-    let cancel = cancel.clone();
-    let name = consumer.durable.clone();
-    running.tasks.spawn(async move { (name, nats.run_stage(stage, consumer, runner, stats, cancel).await) });
+    let stage = Arc::new(stage);
+    for consumer in nats.topology().stage_consumers(S::NAME, channel) {
+        let stats = Arc::new(StageStats::default());
+        running.stats.insert(consumer.durable.clone(), stats.clone());
+        let nats = nats.clone();
+        let runner = config.runner.clone();
+        let cancel = cancel.clone();
+        let name = consumer.durable.clone();
+        let stage = stage.clone();
+        running.tasks.spawn(async move { (name, nats.run_stage(stage, consumer, runner, stats, cancel).await) });
+    }
 }
 
 /// Cancels `cancel` on SIGINT or SIGTERM.

@@ -13,6 +13,7 @@ use herald_http::ApiConfig;
 use herald_nats::{RunnerConfig, TopologyConfig};
 use herald_render::RenderConfig;
 use herald_store::{CacheConfig, StoreConfig};
+use herald_throttle::ThrottleConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
@@ -28,6 +29,7 @@ pub struct Config {
     pub render: RenderConfig,
     pub enrich: EnrichConfig,
     pub deliver: DeliverConfig,
+    pub throttle: ThrottleConfig,
 }
 
 /// Where NATS is.
@@ -140,7 +142,35 @@ impl Config {
             problems
                 .push(format!("topology.max_message_size ({} bytes) is too small for any message; use at least 4096", t.max_message_size));
         }
+        let caps = herald_schemas::TenantCaps { v: 1, caps: self.throttle.caps.clone() };
+        if let Err(e) = caps.validate() {
+            problems.push(format!("throttle.caps: {}", e.detail));
+        }
+        // A deferral is a scheduled message in a stream: it must fire before the stream's max
+        // age removes it.
+        if let Some(cap) = self.throttle.caps.iter().find(|c| c.window() * 2 > t.max_age) {
+            problems.push(format!(
+                "throttle.caps: cap {} has a window of {}, more than half of topology.max_age ({}): a delivery it defers could age out of the stream before its window opens. Shorten the window or raise max_age",
+                cap.name,
+                cap.window,
+                show(t.max_age)
+            ));
+        }
+        if let Err(e) = herald_schemas::directory::check_timezone(&self.throttle.default_timezone) {
+            problems.push(format!("throttle.default_timezone: {}", e.detail));
+        }
+        if t.max_age < Duration::from_secs(2 * 24 * 3600) {
+            problems.push(format!(
+                "topology.max_age ({}) is under 2 days: quiet hours defer deliveries for up to a day, and a deferred delivery waits in a stream. Raise max_age",
+                show(t.max_age)
+            ));
+        }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// How far ahead a `send_at` may be: the streams' max age less an hour of margin.
+    pub fn schedule_horizon(&self) -> Duration {
+        self.topology.max_age.saturating_sub(Duration::from_secs(3600))
     }
 
     /// The URL to connect to, and whether it was configured explicitly.

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use herald_schemas::Channel;
 
 use herald::app::StageKind;
-use herald::cli::{directory, events, send, serve, templates};
+use herald::cli::{caps, directory, events, send, serve, templates};
 use herald::{bench, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
@@ -66,8 +66,16 @@ enum Command {
     /// Safe to run any number of times.
     Provision,
 
-    /// Publish a notification request and print its sequence in the requests stream.
+    /// Publish a notification request (in its priority's lane) and print its notification id.
     Send(send::SendArgs),
+
+    /// Cancel a scheduled or deferred notification before it is sent: a `cancelled` event,
+    /// nothing sent. Deliveries already past throttle are not stopped.
+    Cancel(send::CancelArgs),
+
+    /// A tenant's frequency caps through the admin API: show (its own or the defaults), set
+    /// from a JSON file, reset to the defaults.
+    Caps(caps::CapsArgs),
 
     /// Read the tracking stream.
     Events {
@@ -162,6 +170,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Templates(args) => templates::run(&config, args).await,
         Command::Provision => serve::provision(&config).await,
         Command::Send(args) => send::send(&config, args).await,
+        Command::Cancel(args) => send::cancel(&config, args).await,
+        Command::Caps(args) => caps::run(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::directory::Platform;
+use crate::directory::{Platform, QuietHours};
 use crate::{Channel, JsonObject, Priority, Timestamp};
 
 /// The unit of work from enrich to deliver. Enrich creates it; render fills `content`; dedupe,
@@ -57,10 +57,31 @@ pub struct Delivery {
     /// Rendered message parts (e.g. `title`, `body`, `subject`, `html`, `text`), set by render.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// The notification's `send_at`, when it was a scheduled send (a cancel can still stop it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<Timestamp>,
+    /// Set by throttle when it deferred the delivery (quiet hours, a cap): when it resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<Timestamp>,
+    /// The user's quiet hours, read by throttle in the user's `timezone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+    /// The producer's dedupe key, claimed per recipient and channel by dedupe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<DedupeKey>,
     /// Set by dedupe: the claim it holds on the delivery's state, so deliver can move the state
     /// on with one compare-and-swap instead of reading it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<ClaimRef>,
+}
+
+/// A producer's dedupe key with its window, as carried by a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeKey {
+    pub key: String,
+    /// How long the key holds, in seconds.
+    pub window_secs: u64,
 }
 
 /// A dedupe claim on a delivery's state: the dedupe message that won it, and the state's

@@ -101,12 +101,38 @@ pub struct Device {
     pub disabled_reason: Option<String>,
 }
 
-/// Quiet hours in the user's time zone: `22:00`–`07:00` wraps past midnight.
+/// Quiet hours in the user's time zone: `22:00`–`07:00` wraps past midnight. Deliveries that
+/// are not `critical` wait until `end`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
+    /// Local wall-clock time, `HH:MM` (or `HH:MM:SS`).
     pub start: String,
+    /// Local wall-clock time, `HH:MM` (or `HH:MM:SS`); before `start` means the next day.
     pub end: String,
+}
+
+impl QuietHours {
+    /// The start and end as times of day.
+    pub fn times(&self) -> Result<(jiff::civil::Time, jiff::civil::Time), ValidationError> {
+        let parse = |field: &str, value: &str| {
+            jiff::civil::Time::strptime("%H:%M:%S", value).or_else(|_| jiff::civil::Time::strptime("%H:%M", value)).map_err(|_| {
+                ValidationError::new("invalid_quiet_hours", format!("quiet hours `{field}` {value:?} is not a time like 22:00"))
+            })
+        };
+        let (start, end) = (parse("start", &self.start)?, parse("end", &self.end)?);
+        if start == end {
+            return Err(ValidationError::new("invalid_quiet_hours", "quiet hours `start` and `end` are the same time"));
+        }
+        Ok((start, end))
+    }
+}
+
+/// Checks an IANA time zone name (`Asia/Seoul`, `Europe/Berlin`, `UTC`).
+pub fn check_timezone(name: &str) -> Result<(), ValidationError> {
+    jiff::tz::TimeZone::get(name)
+        .map(|_| ())
+        .map_err(|_| ValidationError::new("invalid_timezone", format!("time zone {name:?} is not an IANA name like Asia/Seoul or UTC")))
 }
 
 /// What a user agreed to receive. Absent entries mean yes.
@@ -124,6 +150,15 @@ pub struct Preferences {
     /// Opted out of everything.
     #[serde(default)]
     pub unsubscribed: bool,
+}
+
+impl Preferences {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(quiet_hours) = &self.quiet_hours {
+            quiet_hours.times()?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a user may not be reached on a channel, if they may not.
@@ -263,6 +298,9 @@ impl User {
         if let Some(phone) = &self.phone {
             check_phone(phone)?;
         }
+        if let Some(timezone) = &self.timezone {
+            check_timezone(timezone)?;
+        }
         Ok(())
     }
 }
@@ -336,6 +374,9 @@ impl ImportLine {
         }
         for group in &self.groups {
             check_id("group", group)?;
+        }
+        if let Some(preferences) = &self.preferences {
+            preferences.validate()?;
         }
         Ok(())
     }

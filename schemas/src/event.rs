@@ -35,6 +35,16 @@ pub struct TrackEvent {
     /// Human-readable explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For `deduplicated` by idempotency key: the notification the key admitted first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_notification_id: Option<Uuid>,
+    /// For `scheduled`: when the notification will be sent (its `send_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<Timestamp>,
+    /// For `deferred`: when the delivery resumes (the end of the quiet hours or of the cap's
+    /// window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<Timestamp>,
     /// The stage that reported the change.
     pub stage: String,
     /// Which delivery attempt of the stage's input this was (1 for the first).
@@ -44,7 +54,8 @@ pub struct TrackEvent {
 }
 
 /// Lifecycle states. Terminal states of a delivery: `sent`, `failed`, `dead_lettered`,
-/// `skipped`, `opted_out`, `deduplicated`, `expired`; of a request: `rejected`.
+/// `skipped`, `opted_out`, `deduplicated`, `expired`, `throttled`, `cancelled`; of a request:
+/// `rejected`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -61,8 +72,18 @@ pub enum Status {
     OptedOut,
     /// A delivery passed its `expires_at` before it could be sent.
     Expired,
-    /// A delivery was held back by a frequency cap.
+    /// A delivery was dropped by a frequency cap whose policy is `throttle`; `reason` is
+    /// `frequency_cap` and `detail` names the cap.
     Throttled,
+    /// A notification with a future `send_at` is stored and will be processed then
+    /// (`scheduled_for`). Not terminal.
+    Scheduled,
+    /// A delivery waits for quiet hours to end or a cap's window to open (`deferred_until`);
+    /// `reason` is `quiet_hours` or `frequency_cap`. Not terminal: throttle sees it again then.
+    Deferred,
+    /// The producer cancelled a scheduled or deferred notification (`herald cancel`) before it
+    /// was sent; nothing was sent.
+    Cancelled,
     /// The provider accepted the delivery.
     Sent,
     /// A transient failure; the stage will try again (`attempt` counts).
@@ -93,6 +114,9 @@ impl Status {
             Status::OptedOut => "opted_out",
             Status::Expired => "expired",
             Status::Throttled => "throttled",
+            Status::Scheduled => "scheduled",
+            Status::Deferred => "deferred",
+            Status::Cancelled => "cancelled",
             Status::Sent => "sent",
             Status::Retrying => "retrying",
             Status::Held => "held",

@@ -14,3 +14,10 @@ pub const DLQ_DELIVERED: &str = "Herald-Dlq-Delivered";
 pub const DLQ_REASON: &str = "Herald-Dlq-Reason";
 /// On a dead-lettered message: the human-readable explanation.
 pub const DLQ_DETAIL: &str = "Herald-Dlq-Detail";
+/// The broker's message scheduling (NATS 2.12+): `@at <RFC 3339>` on a message stored on a
+/// schedule subject…
+pub const SCHEDULE: &str = "Nats-Schedule";
+/// …and the subject the server publishes it to when it is due.
+pub const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
+/// On a message the server published from a schedule: the schedule's subject.
+pub const SCHEDULER: &str = "Nats-Scheduler";

@@ -9,6 +9,7 @@
 //! derivations every stage relies on for idempotency, and the header names of the wire protocol.
 
 pub mod api;
+pub mod caps;
 pub mod channel;
 pub mod delivery;
 pub mod directory;
@@ -22,12 +23,13 @@ mod schema;
 pub mod secret;
 pub mod template;
 
+pub use caps::{Cap, CapPolicy, CapScope, TenantCaps, WindowKind};
 pub use channel::Channel;
-pub use delivery::{ClaimRef, Content, Delivery, SmsEncoding, SmsInfo};
+pub use delivery::{ClaimRef, Content, DedupeKey, Delivery, SmsEncoding, SmsInfo};
 pub use event::{Status, TrackEvent};
 pub use fanout::FanoutPage;
-pub use notification::Notification;
-pub use request::{NotificationRequest, Priority, Recipient, ValidationError};
+pub use notification::{CancelRequest, Notification};
+pub use request::{NotificationRequest, Priority, Recipient, ValidationError, parse_duration};
 pub use schema::{SchemaFile, schema_files};
 pub use secret::Secret;
 pub use template::{TemplateSpec, TemplateVersion};

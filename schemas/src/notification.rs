@@ -23,3 +23,18 @@ pub struct Notification {
     /// The request as the producer sent it.
     pub request: NotificationRequest,
 }
+
+/// A producer's cancel of a scheduled or deferred notification, on `herald.cancel.<tenant>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "CancelRequest", extend("$id" = "urn:herald:schema:v1:cancel-request"))]
+pub struct CancelRequest {
+    /// Wire version.
+    #[serde(default = "crate::wire_version")]
+    pub v: u32,
+    /// The notification to cancel (of the tenant in the subject).
+    pub notification_id: Uuid,
+    /// Who or what asked, recorded in the `cancelled` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}

@@ -39,9 +39,20 @@ pub struct NotificationRequest {
     /// Urgency; `critical` bypasses caps and quiet hours.
     #[serde(default)]
     pub priority: Priority,
-    /// The producer's key: a second request with the same key (per tenant) is a duplicate.
+    /// The producer's key: a second request with the same key (per tenant, within
+    /// `topology.idempotency_ttl`) is a duplicate, answered with the original notification id;
+    /// the same key with a different request is rejected with `idempotency_conflict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// A producer's dedupe key, e.g. `order-42-status`: each recipient gets at most one delivery
+    /// per channel carrying this key within `dedupe_window` ("one order update per user per 10
+    /// minutes"). Later ones end as `deduplicated` with reason `dedupe_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+    /// How long `dedupe_key` holds, e.g. `10m` or `PT10M` (1 s to 7 days). Required with
+    /// `dedupe_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_window: Option<String>,
     /// Deliver no earlier than this instant (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<Timestamp>,
@@ -92,7 +103,8 @@ impl Recipient {
     }
 }
 
-/// How urgent a notification is.
+/// How urgent a notification is. Each priority has its own lane (subjects and consumers) in
+/// every stage up to deliver, so urgent work never queues behind a backlog of less urgent work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -100,9 +112,56 @@ pub enum Priority {
     #[default]
     Normal,
     High,
-    /// Bypasses frequency caps and quiet hours.
+    /// Bypasses users' frequency caps and quiet hours.
     Critical,
 }
+
+impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 4] = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low];
+
+    /// The priority's name on the wire and in subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+
+    /// Whether it must not wait behind `normal` and `low` work (deliver keeps reserved provider
+    /// permits for these).
+    pub fn is_urgent(self) -> bool {
+        self >= Priority::High
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown priority `{s}`: use critical, high, normal or low"))
+    }
+}
+
+/// Parses a duration written as `10m`, `1h 30m` or ISO 8601 (`PT10M`).
+pub fn parse_duration(field: &str, value: &str) -> Result<std::time::Duration, ValidationError> {
+    let bad = |why: String| ValidationError::new("invalid_field", format!("`{field}` {value:?} {why}"));
+    let parsed: jiff::SignedDuration = value.trim().parse().map_err(|e| bad(format!("is not a duration like `10m` or `PT10M`: {e}")))?;
+    std::time::Duration::try_from(parsed).map_err(|_| bad("is negative".into()))
+}
+
+/// Longest `dedupe_window`.
+pub const MAX_DEDUPE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Why a request was rejected. The `code` is the `reason` of the `rejected` event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +213,7 @@ impl NotificationRequest {
         if let Some(key) = &self.idempotency_key {
             check_name("idempotency_key", key)?;
         }
+        self.dedupe()?;
         if self.recipients.is_empty() {
             return Err(ValidationError::new("no_recipients", "`recipients` is empty; name at least one recipient"));
         }
@@ -189,6 +249,33 @@ impl NotificationRequest {
             return Err(ValidationError::new("expires_before_send", "`expires_at` must be later than `send_at`"));
         }
         Ok(())
+    }
+}
+
+impl NotificationRequest {
+    /// The producer dedupe key and its window, when the request sets one.
+    pub fn dedupe(&self) -> Result<Option<(String, std::time::Duration)>, ValidationError> {
+        match (&self.dedupe_key, &self.dedupe_window) {
+            (None, None) => Ok(None),
+            (Some(key), Some(window)) => {
+                check_name("dedupe_key", key)?;
+                let window = parse_duration("dedupe_window", window)?;
+                if window < std::time::Duration::from_secs(1) || window > MAX_DEDUPE_WINDOW {
+                    return Err(ValidationError::new("invalid_field", "`dedupe_window` must be between 1s and 7 days"));
+                }
+                Ok(Some((key.clone(), window)))
+            }
+            (Some(_), None) => Err(ValidationError::new("invalid_field", "`dedupe_key` needs a `dedupe_window`, e.g. \"10m\"")),
+            (None, Some(_)) => Err(ValidationError::new("invalid_field", "`dedupe_window` needs a `dedupe_key`")),
+        }
+    }
+
+    /// A fingerprint of the request's content: the same request sent twice has the same one.
+    /// JSON objects serialize with sorted keys, so the order the producer wrote them in does not
+    /// matter.
+    pub fn fingerprint(&self) -> uuid::Uuid {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical)
     }
 }
 
@@ -235,6 +322,12 @@ mod tests {
         check(r#"{"template":"t","recipients":[{"user_id":"a","email":"x@y.z"}]}"#, Some("invalid_recipient"));
         check(r#"{"template":"t","recipients":[{"user_id":" "}]}"#, Some("invalid_recipient"));
         check(r#"{"template":"t","recipients":[{"user_id":"a"}],"channels":[]}"#, Some("no_channels"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"dedupe_key":"o1","dedupe_window":"10m"}"#, None);
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"dedupe_key":"o1","dedupe_window":"PT10M"}"#, None);
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"dedupe_key":"o1"}"#, Some("invalid_field"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"dedupe_window":"10m"}"#, Some("invalid_field"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"dedupe_key":"o1","dedupe_window":"soon"}"#, Some("invalid_field"));
+        check(r#"{"template":"t","recipients":[{"user_id":"a"}],"dedupe_key":"o1","dedupe_window":"30d"}"#, Some("invalid_field"));
         check(r#"{"v":2,"template":"t","recipients":[{"user_id":"a"}]}"#, Some("unsupported_version"));
         check(
             r#"{"template":"t","recipients":[{"user_id":"a"}],"send_at":"2030-01-02T00:00:00Z","expires_at":"2030-01-01T00:00:00Z"}"#,
@@ -244,6 +337,15 @@ mod tests {
         check(&format!(r#"{{"template":"t","recipients":[{many}]}}"#), Some("too_many_recipients"));
         let huge = "x".repeat(limits::MAX_REQUEST_BYTES);
         check(&format!(r#"{{"template":"t","recipients":[{{"user_id":"a"}}],"data":{{"x":"{huge}"}}}}"#), Some("too_large"));
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_but_not_content() {
+        let a = NotificationRequest::parse(br#"{"template":"t","recipients":[{"user_id":"a"}],"data":{"x":1,"y":2}}"#).unwrap();
+        let b = NotificationRequest::parse(br#"{"data":{"y":2,"x":1},"recipients":[{"user_id":"a"}],"template":"t"}"#).unwrap();
+        let c = NotificationRequest::parse(br#"{"template":"t","recipients":[{"user_id":"a"}],"data":{"x":1,"y":3}}"#).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
     }
 
     #[test]

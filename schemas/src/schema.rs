@@ -2,8 +2,9 @@
 
 use schemars::{JsonSchema, schema_for};
 
+use crate::caps::TenantCaps;
 use crate::directory::ImportLine;
-use crate::{Delivery, FanoutPage, Notification, NotificationRequest, TemplateSpec, TrackEvent};
+use crate::{CancelRequest, Delivery, FanoutPage, Notification, NotificationRequest, TemplateSpec, TrackEvent};
 
 /// One generated schema file.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub fn schema_files() -> Vec<SchemaFile> {
         file::<FanoutPage>("fanout-page.v1.schema.json"),
         file::<ImportLine>("import-line.v1.schema.json"),
         file::<TemplateSpec>("template-spec.v1.schema.json"),
+        file::<CancelRequest>("cancel-request.v1.schema.json"),
+        file::<TenantCaps>("tenant-caps.v1.schema.json"),
     ]
 }
 

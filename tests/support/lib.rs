@@ -253,6 +253,13 @@ record_calls = true
         Ok(self.nats.publish_request(tenant, body.into(), None).await?)
     }
 
+    /// Publishes a request body for `tenant` in ingest's `lane`; returns the notification id
+    /// ingest gives it.
+    pub async fn publish_in(&self, tenant: &str, lane: herald_schemas::Priority, body: impl Into<Bytes>) -> anyhow::Result<uuid::Uuid> {
+        let sequence = self.nats.publish_request_in(tenant, lane, body.into(), None).await?;
+        Ok(self.nats.notification_id_of(tenant, sequence).await?)
+    }
+
     /// Every event of `tenant` the tracking stream holds now.
     pub async fn events(&self, tenant: &str) -> anyhow::Result<Vec<TrackEvent>> {
         Ok(self.nats.events_snapshot(tenant).await?)

@@ -57,6 +57,8 @@ pub struct AppState {
     pub token: Secret,
     /// Checks and previews templates.
     pub engine: Arc<Engine>,
+    /// The configured caps, for tenants without their own.
+    pub default_caps: Arc<Vec<herald_schemas::Cap>>,
 }
 
 /// The whole router.

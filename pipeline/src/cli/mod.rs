@@ -1,8 +1,9 @@
-//! The command line's commands, a module per noun: `directory`, `templates`, `send`, `events`
-//! (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
+//! The command line's commands, a module per noun: `directory`, `templates`, `caps`, `send`
+//! (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
 //! [`Config`](crate::config::Config); the ones that change the directory or templates go
 //! through the admin API with [`client`].
 
+pub mod caps;
 pub mod client;
 pub mod directory;
 pub mod events;

@@ -50,11 +50,34 @@ pub struct SendArgs {
     /// The producer's idempotency key.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// A producer dedupe key: one delivery per recipient and channel within --dedupe-window.
+    #[arg(long, requires = "dedupe_window")]
+    dedupe_key: Option<String>,
+    /// How long --dedupe-key holds, e.g. 10m.
+    #[arg(long, requires = "dedupe_key")]
+    dedupe_window: Option<String>,
+    /// Send at this instant (RFC 3339, e.g. 2030-01-01T09:00:00Z) or after this long (e.g. 10m).
+    #[arg(long, value_parser = parse_when)]
+    send_at: Option<herald_schemas::Timestamp>,
+    /// Do not send after this instant (RFC 3339) or after this long from now (e.g. 1h).
+    #[arg(long, value_parser = parse_when)]
+    expires_at: Option<herald_schemas::Timestamp>,
+}
+
+/// Parses an RFC 3339 instant, or a duration from now (`10m`, `1h 30m`).
+fn parse_when(s: &str) -> Result<herald_schemas::Timestamp, String> {
+    if let Ok(at) = s.parse::<herald_schemas::Timestamp>() {
+        return Ok(at);
+    }
+    let after =
+        herald_schemas::parse_duration("time", s).map_err(|_| format!("`{s}` is neither an RFC 3339 instant nor a duration like 10m"))?;
+    let after = jiff::SignedDuration::try_from(after).map_err(|e| e.to_string())?;
+    herald_schemas::Timestamp::now().checked_add(after).map_err(|e| e.to_string())
 }
 
 /// `herald send`.
 pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
-    let body = match &args.file {
+    let (body, priority) = match &args.file {
         Some(path) => {
             let mut text = String::new();
             if path == "-" {
@@ -62,8 +85,8 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
             } else {
                 text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
             }
-            NotificationRequest::parse(text.as_bytes()).with_context(|| format!("{path} is not a valid request"))?;
-            text.into_bytes()
+            let request = NotificationRequest::parse(text.as_bytes()).with_context(|| format!("{path} is not a valid request"))?;
+            (text.into_bytes(), request.priority)
         }
         None => {
             let data = match serde_json::from_str::<serde_json::Value>(&args.data) {
@@ -83,21 +106,75 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
                 category: args.category.clone(),
                 priority: args.priority,
                 idempotency_key: args.idempotency_key.clone(),
-                send_at: None,
-                expires_at: None,
+                dedupe_key: args.dedupe_key.clone(),
+                dedupe_window: args.dedupe_window.clone(),
+                send_at: args.send_at,
+                expires_at: args.expires_at,
                 metadata: Default::default(),
             };
             request.validate().context("the request would be rejected")?;
-            serde_json::to_vec(&request)?
+            (serde_json::to_vec(&request)?, request.priority)
         }
     };
     let connection = app::connect(config, false).await?;
-    let sequence = connection.nats.publish_request(&args.tenant, Bytes::from(body), None).await?;
-    println!("accepted for processing as request #{sequence} on {}", connection.nats.topology().requests_subject(&args.tenant));
+    // Each priority has its own ingest lane, so urgent requests never queue behind bulk.
+    let sequence = connection.nats.publish_request_in(&args.tenant, priority, Bytes::from(body), None).await?;
+    let id = connection.nats.notification_id_of(&args.tenant, sequence).await?;
+    println!("accepted for processing as notification {id} (request #{sequence}, {priority} lane)");
     Ok(())
 }
 
 /// Parses `low|normal|high|critical`.
 fn parse_priority(s: &str) -> Result<Priority, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("`{s}` is not one of low, normal, high, critical"))
+}
+
+/// Arguments of `herald cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The notification to cancel (its id, as `herald send` printed it or its events carry).
+    notification: uuid::Uuid,
+    /// The tenant it belongs to.
+    #[arg(long, default_value = "acme", value_parser = parse_tenant)]
+    tenant: String,
+    /// Who asks, recorded in the `cancelled` event.
+    #[arg(long)]
+    by: Option<String>,
+    /// How long to wait for the `cancelled` event (0: do not wait).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    wait: std::time::Duration,
+}
+
+/// `herald cancel`: publishes a cancel on `<prefix>.cancel.<tenant>` and waits for its event.
+pub async fn cancel(config: &Config, args: CancelArgs) -> anyhow::Result<()> {
+    let connection = app::connect(config, false).await?;
+    // Listen before publishing, so the event cannot slip past.
+    let mut events = Box::pin(connection.nats.tail_events(&args.tenant, herald_schemas::Status::Cancelled.as_str(), false).await?);
+    let request =
+        herald_schemas::CancelRequest { v: herald_schemas::WIRE_VERSION, notification_id: args.notification, by: args.by.clone() };
+    let sequence = connection.nats.publish_cancel(&args.tenant, Bytes::from(serde_json::to_vec(&request)?)).await?;
+    println!("cancel of {} accepted as #{sequence} on {}", args.notification, connection.nats.topology().cancel_subject(&args.tenant));
+    if args.wait.is_zero() {
+        return Ok(());
+    }
+    let waited = tokio::time::timeout(args.wait, async {
+        while let Some(event) = futures::StreamExt::next(&mut events).await {
+            let event = event?;
+            if event.notification_id == Some(args.notification) && event.delivery_id.is_none() {
+                return anyhow::Ok(event);
+            }
+        }
+        bail!("the tracking stream ended")
+    })
+    .await;
+    match waited {
+        Ok(event) => {
+            println!("{}", event?.detail.unwrap_or_else(|| "cancelled".into()));
+            Ok(())
+        }
+        Err(_) => bail!(
+            "no `cancelled` event within {}; is the ingest stage running (`herald up` or `herald stage ingest`)? The cancel stays queued",
+            humantime::format_duration(args.wait)
+        ),
+    }
 }

@@ -13,11 +13,13 @@
 
 pub mod cache;
 pub mod directory;
+pub mod policies;
 pub mod templates;
 #[cfg(test)]
 mod tests;
 
 pub use cache::{CacheConfig, CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_PREFIX};
+pub use policies::{CAPS_CHANGE, CachedCaps};
 
 use std::path::PathBuf;
 
@@ -105,6 +107,7 @@ impl StoreError {
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "directory", include_str!("../migrations/0001_directory.surql")),
     (2, "templates", include_str!("../migrations/0002_templates.surql")),
+    (3, "policies", include_str!("../migrations/0003_policies.surql")),
 ];
 
 /// Rows per statement for bulk writes.

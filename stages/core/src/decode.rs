@@ -1,6 +1,6 @@
 //! Turning message bytes into a stage's input.
 
-use herald_schemas::{Delivery, FanoutPage, Notification, TrackEvent};
+use herald_schemas::{CancelRequest, Delivery, FanoutPage, Notification, TrackEvent};
 use serde::de::DeserializeOwned;
 
 /// A message body that is not a valid input for the stage: permanent, never retried.
@@ -42,6 +42,12 @@ impl Decode for Delivery {
 impl Decode for TrackEvent {
     fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         json("TrackEvent", body)
+    }
+}
+
+impl Decode for CancelRequest {
+    fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        json("CancelRequest", body)
     }
 }
 

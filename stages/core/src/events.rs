@@ -17,6 +17,11 @@ impl EventBuilder {
         Self::base(stage, meta, &notification.tenant, Some(notification.notification_id), status)
     }
 
+    /// An event about a notification known only by its id (a cancel).
+    pub fn about(stage: &str, meta: &Meta, tenant: &str, notification_id: Uuid, status: Status) -> Self {
+        Self::base(stage, meta, tenant, Some(notification_id), status)
+    }
+
     /// An event about a request that has no notification id yet (it was rejected).
     pub fn request(stage: &str, meta: &Meta, status: Status) -> Self {
         let mut builder = Self::base(stage, meta, &meta.tenant, None, status);
@@ -48,6 +53,9 @@ impl EventBuilder {
                 status,
                 reason: None,
                 detail: None,
+                original_notification_id: None,
+                scheduled_for: None,
+                deferred_until: None,
                 stage: stage.to_owned(),
                 attempt: meta.attempt,
                 at: meta.received_at,
@@ -63,6 +71,27 @@ impl EventBuilder {
         }
         self.event.user_id = user_id.map(str::to_owned);
         self.event.channel = channel;
+        self
+    }
+
+    /// The notification an idempotency key admitted first.
+    pub fn original(mut self, notification_id: Uuid) -> Self {
+        self.event.original_notification_id = Some(notification_id);
+        self
+    }
+
+    pub fn scheduled_for(mut self, at: herald_schemas::Timestamp) -> Self {
+        self.event.scheduled_for = Some(at);
+        self
+    }
+
+    /// When a deferred delivery resumes. Each deferral is its own state change, so the time
+    /// enters the event id (a delivery deferred twice reports twice).
+    pub fn deferred_until(mut self, until: herald_schemas::Timestamp) -> Self {
+        self.event.deferred_until = Some(until);
+        let subject = self.event.delivery_id.or(self.event.notification_id).unwrap_or_default();
+        let subject = Uuid::new_v5(&subject, until.to_string().as_bytes());
+        self.event.event_id = id(subject, &self.event.stage, self.event.status, self.event.attempt);
         self
     }
 

@@ -20,7 +20,7 @@ pub use decode::{Decode, DecodeError, RawRequest};
 pub use error::{ErrorKind, StageError};
 pub use events::EventBuilder;
 pub use outcome::{Emit, Envelope, Hop, Outcome};
-pub use ports::{Created, Entry, KeyValue, PortError, PortErrorKind, Swapped, TemplateSource, version_at};
+pub use ports::{Created, Entry, KeyValue, PortError, PortErrorKind, Scheduler, Swapped, TemplateSource, version_at};
 
 use herald_schemas::Timestamp;
 
@@ -68,4 +68,14 @@ pub trait Stage: Send + Sync + 'static {
     /// Processes one message. `Ok` outcomes are published, then the input is acked; errors are
     /// retried (transient) or dead-lettered (permanent) by the runner.
     fn process(&self, input: Self::Input, meta: &Meta) -> impl Future<Output = Result<Outcome, StageError>> + Send;
+}
+
+/// One stage value can serve several consumers at once (one per priority lane).
+impl<S: Stage> Stage for std::sync::Arc<S> {
+    const NAME: &'static str = S::NAME;
+    type Input = S::Input;
+
+    fn process(&self, input: Self::Input, meta: &Meta) -> impl Future<Output = Result<Outcome, StageError>> + Send {
+        S::process(self, input, meta)
+    }
 }

@@ -1,6 +1,6 @@
 //! What a stage asks the runner to publish.
 
-use herald_schemas::{Channel, Delivery, FanoutPage, Notification, TrackEvent};
+use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Priority, Timestamp, TrackEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -23,11 +23,15 @@ pub enum Hop {
     Events,
 }
 
-/// A wire type that can be forwarded: it knows its tenant and the id its `Nats-Msg-Id` is
-/// built from.
+/// A wire type that can be forwarded: it knows its tenant, the id its `Nats-Msg-Id` is built
+/// from, the notification it belongs to and the priority lane it travels in.
 pub trait Envelope: Serialize {
     fn tenant(&self) -> &str;
     fn key(&self) -> Uuid;
+    /// The notification it belongs to (names its scheduled copies, so a cancel finds them).
+    fn notification(&self) -> Uuid;
+    /// Its priority lane; `None` for what travels outside the lanes (tracking events).
+    fn lane(&self) -> Option<Priority>;
 }
 
 impl Envelope for Notification {
@@ -36,6 +40,12 @@ impl Envelope for Notification {
     }
     fn key(&self) -> Uuid {
         self.notification_id
+    }
+    fn notification(&self) -> Uuid {
+        self.notification_id
+    }
+    fn lane(&self) -> Option<Priority> {
+        Some(self.request.priority)
     }
 }
 
@@ -46,6 +56,12 @@ impl Envelope for FanoutPage {
     fn key(&self) -> Uuid {
         self.id()
     }
+    fn notification(&self) -> Uuid {
+        self.notification.notification_id
+    }
+    fn lane(&self) -> Option<Priority> {
+        Some(self.notification.request.priority)
+    }
 }
 
 impl Envelope for Delivery {
@@ -55,6 +71,12 @@ impl Envelope for Delivery {
     fn key(&self) -> Uuid {
         self.delivery_id
     }
+    fn notification(&self) -> Uuid {
+        self.notification_id
+    }
+    fn lane(&self) -> Option<Priority> {
+        Some(self.priority)
+    }
 }
 
 impl Envelope for TrackEvent {
@@ -63,6 +85,12 @@ impl Envelope for TrackEvent {
     }
     fn key(&self) -> Uuid {
         self.event_id
+    }
+    fn notification(&self) -> Uuid {
+        self.notification_id.unwrap_or(self.event_id)
+    }
+    fn lane(&self) -> Option<Priority> {
+        None
     }
 }
 
@@ -75,6 +103,13 @@ pub struct Emit {
     pub suffix: Option<String>,
     /// The id part of the `Nats-Msg-Id`; the runner appends `:<stage>`.
     pub key: Uuid,
+    /// The notification the output belongs to.
+    pub notification: Uuid,
+    /// The priority lane of the target; `None` for hops without lanes.
+    pub lane: Option<Priority>,
+    /// Deliver to the hop no earlier than this: the runner stores the output with the broker's
+    /// message scheduling and the broker publishes it then. No consumer waits meanwhile.
+    pub at: Option<Timestamp>,
     pub payload: Vec<u8>,
 }
 
@@ -96,6 +131,16 @@ impl Outcome {
         Ok(self)
     }
 
+    /// Forwards `envelope` to `hop` at `until` (a scheduled send, a deferral). The stage ends
+    /// with the message now; nothing waits in a consumer until then.
+    pub fn defer<E: Envelope>(mut self, hop: Hop, envelope: &E, until: Timestamp) -> Result<Self, StageError> {
+        self.push(hop, envelope, None)?;
+        if let Some(emit) = self.emits.last_mut() {
+            emit.at = Some(until);
+        }
+        Ok(self)
+    }
+
     /// Reports a state change to the track stage.
     pub fn event(mut self, event: TrackEvent) -> Result<Self, StageError> {
         self.push(Hop::Track, &event, None)?;
@@ -109,6 +154,9 @@ impl Outcome {
             tenant: envelope.tenant().to_owned(),
             suffix,
             key: envelope.key(),
+            notification: envelope.notification(),
+            lane: envelope.lane(),
+            at: None,
             payload: serde_json::to_vec(envelope)?,
         });
         Ok(())
@@ -121,6 +169,11 @@ impl Outcome {
             .filter(|e| matches!(e.hop, Hop::Track | Hop::Events))
             .filter_map(|e| serde_json::from_slice(&e.payload).ok())
             .collect()
+    }
+
+    /// The outputs to `hop` scheduled for later, decoded with their time (for tests).
+    pub fn deferred<T: serde::de::DeserializeOwned>(&self, hop: Hop) -> Vec<(T, Timestamp)> {
+        self.emits.iter().filter(|e| e.hop == hop).filter_map(|e| Some((serde_json::from_slice(&e.payload).ok()?, e.at?))).collect()
     }
 
     /// The forwarded outputs to `hop`, decoded (for tests).

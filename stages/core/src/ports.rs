@@ -85,6 +85,13 @@ pub trait KeyValue: Send + Sync + 'static {
     fn swap(&self, key: &str, value: Bytes, revision: u64) -> impl Future<Output = Result<Swapped, PortError>> + Send;
 }
 
+/// The broker's scheduled messages (scheduled sends, deferrals).
+pub trait Scheduler: Send + Sync + 'static {
+    /// Removes every scheduled message of `notification` (of `tenant`) that has not fired yet;
+    /// returns how many were removed.
+    fn cancel(&self, tenant: &str, notification: uuid::Uuid) -> impl Future<Output = Result<u64, PortError>> + Send;
+}
+
 /// Where published templates are read. Versions are immutable, so implementations may cache a
 /// version forever; which version is current is the part that changes.
 pub trait TemplateSource: Send + Sync + 'static {

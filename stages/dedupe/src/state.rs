@@ -116,12 +116,19 @@ pub enum Finished {
 }
 
 /// Conflicting swaps in a row before giving up on a message (it is retried later).
-const MAX_CONFLICTS: usize = 16;
+pub(crate) const MAX_CONFLICTS: usize = 16;
 
 /// Delivery states over a key-value bucket.
 #[derive(Debug, Clone)]
 pub struct States<K> {
     kv: K,
+}
+
+impl<K> States<K> {
+    /// The bucket the states live in.
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
 }
 
 fn key(delivery_id: Uuid) -> String {

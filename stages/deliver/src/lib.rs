@@ -167,7 +167,7 @@ impl<K: KeyValue> Stage for Deliver<K> {
             return Self::event(meta, &delivery, Status::Failed, "no_provider", detail);
         };
         // Held until the outcome is written: bounds what a crash can leave in `sending`.
-        let _permit = route.permits.acquire().await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
+        let _permit = route.permit(delivery.priority).await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
         let now = Timestamp::now();
         match self.states.begin(delivery.delivery_id, delivery.claim, meta.sequence, meta.attempt, self.config.lease(), now).await? {
             Begin::Send(ticket) => self.send(route, ticket, &delivery, meta).await,

@@ -27,7 +27,7 @@ use herald_schemas::directory::{Contact, Device, Platform};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Recipient, Status, TemplateVersion, ids};
+use herald_schemas::{Channel, DedupeKey, Delivery, FanoutPage, Notification, Recipient, Status, TemplateVersion, ids};
 use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, PortError, Stage, StageError, TemplateSource};
 use serde::{Deserialize, Serialize};
 
@@ -253,6 +253,10 @@ impl<'a> Resolver<'a> {
             accepted_at: notification.accepted_at,
             expires_at: request.expires_at,
             content: None,
+            scheduled_for: request.send_at,
+            deferred_until: None,
+            quiet_hours: contact.and_then(|c| c.preferences.quiet_hours.clone()),
+            dedupe: request.dedupe().ok().flatten().map(|(key, window)| DedupeKey { key, window_secs: window.as_secs() }),
             claim: None,
         };
         self.outcome.push(Hop::Render, &delivery, None)

@@ -1,39 +1,72 @@
 //! Ingest: the front door.
 //!
 //! In: a producer's raw request from `herald.requests.<tenant>`.
-//! Out: one [`Notification`] to enrich and an `accepted` event; or a `rejected` event with the
-//! reason (never retried: a malformed request does not become valid by waiting); or a
-//! `deduplicated` event when the idempotency key was already used.
-//! Side effects: claims the producer's idempotency key in the idempotency bucket.
+//! Out: one [`Notification`] to enrich and an `accepted` event; with a future `send_at`, the
+//! notification is handed to the broker's scheduler for that instant instead (a `scheduled`
+//! event; enrich sees it then, so recipients resolve at send time); or a `rejected` event with
+//! the reason (never retried: a malformed request does not become valid by waiting); or a
+//! `deduplicated` event naming the original notification when the idempotency key was already
+//! used for the same request, `rejected`/`idempotency_conflict` when for a different one.
+//! Side effects: claims the producer's idempotency key in the idempotency bucket, recording
+//! the notification it admitted and the request's fingerprint.
 //! Invariants: the notification id is a pure function of the request's stream position, so a
 //! redelivered request yields the same notification and the publish is deduped downstream by
 //! `Nats-Msg-Id`. The idempotency key only admits or refuses a request: the claim and the
 //! notification it admitted expire together, and a key reused after `idempotency_ttl` is a new
 //! notification, delivered.
 
+pub mod cancel;
+
+use std::time::Duration;
+
 use bytes::Bytes;
 use herald_schemas::ids;
-use herald_schemas::{Notification, NotificationRequest, Status, ValidationError};
+use herald_schemas::{Notification, NotificationRequest, Status, Timestamp, ValidationError};
 use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, RawRequest, Stage, StageError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use cancel::Cancel;
+
+const STAGE: &str = "ingest";
 
 /// The ingest stage over an idempotency-key store.
 #[derive(Debug)]
 pub struct Ingest<K> {
     idempotency: K,
+    horizon: Duration,
+}
+
+/// What an idempotency key's claim records.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyClaim {
+    /// The stream sequence of the request that made it (its own redelivery goes on).
+    seq: u64,
+    /// The notification it admitted.
+    notification: Uuid,
+    /// The admitted request's fingerprint.
+    fingerprint: Uuid,
 }
 
 impl<K: KeyValue> Ingest<K> {
     pub fn new(idempotency: K) -> Self {
-        Ingest { idempotency }
+        Ingest { idempotency, horizon: Duration::from_secs(7 * 24 * 3600) }
+    }
+
+    /// How far ahead `send_at` may be: less than the streams keep a message (`topology.max_age`),
+    /// or the scheduled copy would age out before it fires.
+    pub fn with_schedule_horizon(mut self, horizon: Duration) -> Self {
+        self.horizon = horizon;
+        self
     }
 }
 
 impl<K: KeyValue> Stage for Ingest<K> {
-    const NAME: &'static str = "ingest";
+    const NAME: &'static str = STAGE;
     type Input = RawRequest;
 
     async fn process(&self, RawRequest(body): RawRequest, meta: &Meta) -> Result<Outcome, StageError> {
-        let request = match NotificationRequest::parse(&body).and_then(|r| check_timing(r, meta)) {
+        let request = match NotificationRequest::parse(&body).and_then(|r| check_timing(r, meta, self.horizon)) {
             Ok(request) => request,
             Err(ValidationError { code, detail }) => {
                 let event = EventBuilder::request(Self::NAME, meta, Status::Rejected).reason(code, detail).build();
@@ -52,48 +85,85 @@ impl<K: KeyValue> Stage for Ingest<K> {
             // The claim holds the stream position of the request that made it: a redelivery of
             // that same request finds its own claim and goes on; any other request is a repeat.
             let key = format!("idem.{}", ids::idempotency_key_id(&meta.tenant, idempotency_key));
-            let mine = Bytes::from(meta.sequence.to_string());
-            match self.idempotency.create(&key, mine.clone()).await? {
-                Created::Created(_) => {}
-                Created::Exists(owner) if owner.value == mine => {}
-                Created::Exists(owner) => {
-                    let event = EventBuilder::request(Self::NAME, meta, Status::Deduplicated)
-                        .reason(
-                            "duplicate_idempotency_key",
-                            format!(
-                                "idempotency key {idempotency_key:?} already used by request #{} (within topology.idempotency_ttl)",
-                                String::from_utf8_lossy(&owner.value),
-                            ),
-                        )
-                        .build();
-                    return Outcome::new().event(event);
+            let fingerprint = notification.request.fingerprint();
+            let claim = KeyClaim { seq: meta.sequence, notification: notification.notification_id, fingerprint };
+            if let Created::Exists(owner) = self.idempotency.create(&key, Bytes::from(serde_json::to_vec(&claim)?)).await? {
+                // A claim from before claims recorded their notification holds only a sequence.
+                let held: Option<KeyClaim> = serde_json::from_slice(&owner.value).ok();
+                let own = match &held {
+                    Some(held) => held.seq == meta.sequence,
+                    None => owner.value == meta.sequence.to_string().as_bytes(),
+                };
+                if !own {
+                    return Outcome::new().event(repeat(meta, &notification, idempotency_key, held.as_ref(), fingerprint));
                 }
             }
         }
         let accepted = EventBuilder::notification(Self::NAME, meta, &notification, Status::Accepted).build();
-        Outcome::new().forward(Hop::Enrich, &notification)?.event(accepted)
+        match notification.request.send_at.filter(|at| *at > meta.received_at) {
+            Some(send_at) => {
+                let scheduled = EventBuilder::notification(Self::NAME, meta, &notification, Status::Scheduled)
+                    .scheduled_for(send_at)
+                    .reason("send_at", format!("held by the broker until {send_at}; `herald cancel` stops it until then"))
+                    .build();
+                Outcome::new().defer(Hop::Enrich, &notification, send_at)?.event(accepted)?.event(scheduled)
+            }
+            None => Outcome::new().forward(Hop::Enrich, &notification)?.event(accepted),
+        }
     }
 }
 
-/// Rules that depend on the clock: an already expired request, and scheduled sends (which this
-/// version does not perform; rejecting says so instead of sending early).
-fn check_timing(request: NotificationRequest, meta: &Meta) -> Result<NotificationRequest, ValidationError> {
+/// The answer to a request whose idempotency key another request already used: `deduplicated`
+/// naming the original notification when it is the same request, `rejected` when it is not.
+fn repeat(meta: &Meta, notification: &Notification, key: &str, held: Option<&KeyClaim>, fingerprint: Uuid) -> herald_schemas::TrackEvent {
+    let builder = |status| EventBuilder::notification(STAGE, meta, notification, status);
+    match held {
+        Some(held) if held.fingerprint != fingerprint => builder(Status::Rejected)
+            .original(held.notification)
+            .reason(
+                "idempotency_conflict",
+                format!(
+                    "idempotency key {key:?} was used for notification {} with a different request; use a new key for a new request",
+                    held.notification
+                ),
+            )
+            .build(),
+        Some(held) => builder(Status::Deduplicated)
+            .original(held.notification)
+            .reason("duplicate_idempotency_key", format!("idempotency key {key:?} already admitted notification {}", held.notification))
+            .build(),
+        None => builder(Status::Deduplicated)
+            .reason("duplicate_idempotency_key", format!("idempotency key {key:?} was already used (within topology.idempotency_ttl)"))
+            .build(),
+    }
+}
+
+/// Rules that depend on the clock: an already expired request, and a `send_at` further ahead
+/// than the streams keep messages.
+fn check_timing(request: NotificationRequest, meta: &Meta, horizon: Duration) -> Result<NotificationRequest, ValidationError> {
     if let Some(expires_at) = request.expires_at
         && expires_at <= meta.received_at
     {
         return Err(ValidationError::new("expired", format!("`expires_at` {expires_at} is already past")));
     }
+    let latest = jiff::SignedDuration::try_from(horizon).ok().and_then(|h| meta.received_at.checked_add(h).ok()).unwrap_or(Timestamp::MAX);
     if let Some(send_at) = request.send_at
-        && send_at > meta.received_at
+        && send_at > latest
     {
         return Err(ValidationError::new(
-            "scheduling_unsupported",
+            "send_at_too_far",
             format!(
-                "`send_at` {send_at} is in the future and this version does not hold scheduled sends; send it at that time, or omit `send_at`"
+                "`send_at` {send_at} is more than {} ahead (topology.max_age less an hour); schedule it closer to the time",
+                humanize(horizon)
             ),
         ));
     }
     Ok(request)
+}
+
+fn humanize(d: Duration) -> String {
+    let hours = d.as_secs() / 3600;
+    if hours >= 48 { format!("{} days {} hours", hours / 24, hours % 24) } else { format!("{}s", d.as_secs()) }
 }
 
 #[cfg(test)]
@@ -152,10 +222,18 @@ mod tests {
         assert_eq!(statuses(&ingest(&stage, body, 10).await.events()), vec![Status::Accepted]);
         // The same message redelivered: still accepted (its own claim).
         assert_eq!(statuses(&ingest(&stage, body, 10).await.events()), vec![Status::Accepted]);
-        // Another publish with the same key: a duplicate.
+        // Another publish with the same key: a duplicate, naming the original notification.
+        let original: Vec<Notification> = ingest(&stage, body, 10).await.forwarded(Hop::Enrich);
         let dup = ingest(&stage, body, 11).await;
         assert_eq!(statuses(&dup.events()), vec![Status::Deduplicated]);
+        assert_eq!(dup.events()[0].original_notification_id, Some(original[0].notification_id));
         assert!(dup.forwarded::<Notification>(Hop::Enrich).is_empty());
+        // The same key with another request: a conflict, refused.
+        let other = r#"{"template":"welcome","recipients":[{"user_id":"bob"}],"idempotency_key":"order-1"}"#;
+        let conflict = ingest(&stage, other, 12).await;
+        assert_eq!(statuses(&conflict.events()), vec![Status::Rejected]);
+        assert_eq!(conflict.events()[0].reason.as_deref(), Some("idempotency_conflict"));
+        assert!(conflict.forwarded::<Notification>(Hop::Enrich).is_empty());
     }
 
     #[tokio::test]
@@ -187,7 +265,26 @@ mod tests {
         let stage = Ingest::new(MemoryKv::new());
         let past = r#"{"template":"t","recipients":[{"user_id":"a"}],"expires_at":"2000-01-01T00:00:00Z"}"#;
         assert_eq!(ingest(&stage, past, 1).await.events()[0].reason.as_deref(), Some("expired"));
-        let future = r#"{"template":"t","recipients":[{"user_id":"a"}],"send_at":"2999-01-01T00:00:00Z"}"#;
-        assert_eq!(ingest(&stage, future, 2).await.events()[0].reason.as_deref(), Some("scheduling_unsupported"));
+        let far = r#"{"template":"t","recipients":[{"user_id":"a"}],"send_at":"2999-01-01T00:00:00Z"}"#;
+        assert_eq!(ingest(&stage, far, 2).await.events()[0].reason.as_deref(), Some("send_at_too_far"));
+    }
+
+    #[tokio::test]
+    async fn a_future_send_at_is_scheduled_with_the_broker() {
+        let stage = Ingest::new(MemoryKv::new());
+        let send_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+        let body = format!(r#"{{"template":"t","recipients":[{{"user_id":"a"}}],"send_at":"{send_at}"}}"#);
+        let out = ingest(&stage, &body, 3).await;
+        assert!(out.forwarded::<Notification>(Hop::Enrich).len() == 1);
+        let deferred: Vec<(Notification, jiff::Timestamp)> = out.deferred(Hop::Enrich);
+        assert_eq!(deferred.len(), 1, "handed to the scheduler, not to enrich now");
+        assert_eq!(deferred[0].1, send_at);
+        assert_eq!(statuses(&out.events()), vec![Status::Accepted, Status::Scheduled]);
+        assert_eq!(out.events()[1].scheduled_for, Some(send_at));
+        // A `send_at` in the past is sent now.
+        let past = r#"{"template":"t","recipients":[{"user_id":"a"}],"send_at":"2020-01-01T00:00:00Z"}"#;
+        let now = ingest(&stage, past, 4).await;
+        assert!(now.deferred::<Notification>(Hop::Enrich).is_empty());
+        assert_eq!(now.forwarded::<Notification>(Hop::Enrich).len(), 1);
     }
 }

@@ -413,6 +413,10 @@ pub fn sample_delivery(spec: &TemplateSpec, channel: Channel, locale: &str, data
         accepted_at: jiff::Timestamp::UNIX_EPOCH,
         expires_at: None,
         content: None,
+        scheduled_for: None,
+        deferred_until: None,
+        quiet_hours: None,
+        dedupe: None,
         claim: None,
     }
 }

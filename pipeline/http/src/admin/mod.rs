@@ -1,5 +1,6 @@
-//! The admin routes: the directory and the templates of a tenant.
+//! The admin routes: the directory, the templates and the caps of a tenant.
 
+mod caps;
 mod directory;
 mod templates;
 
@@ -23,4 +24,5 @@ pub fn routes() -> Router<AppState> {
         .route("/templates/{id}", put(templates::put_template).get(templates::get_template))
         .route("/templates/{id}/versions", get(templates::template_versions))
         .route("/templates/{id}/preview", post(templates::preview_template))
+        .route("/caps", get(caps::get_caps).put(caps::put_caps).delete(caps::delete_caps))
 }

@@ -9,8 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use herald_schemas::{Channel, Delivery};
-use tokio::sync::Semaphore;
+use herald_schemas::{Channel, Delivery, Priority};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use crate::DeliverConfig;
 
@@ -55,6 +55,9 @@ pub struct Route {
     pub provider: Arc<dyn Provider>,
     /// Calls in flight at once; a call holds its permit until its outcome is written.
     pub permits: Arc<Semaphore>,
+    /// Permits only `critical` and `high` deliveries may take (an eighth of the concurrency, at
+    /// least one), so they never queue behind a backlog of `normal` and `low` calls.
+    pub reserve: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Route {
@@ -65,7 +68,23 @@ impl std::fmt::Debug for Route {
 
 impl Route {
     pub fn new(provider: Arc<dyn Provider>, concurrency: usize) -> Self {
-        Route { provider, permits: Arc::new(Semaphore::new(concurrency.max(1))) }
+        let reserve = (concurrency / 8).max(1);
+        Route { provider, permits: Arc::new(Semaphore::new(concurrency.max(1))), reserve: Arc::new(Semaphore::new(reserve)) }
+    }
+
+    /// A permit for one call: urgent deliveries take whichever frees first, the shared pool or
+    /// the reserve; the others wait for the shared pool.
+    pub async fn permit(&self, priority: Priority) -> Result<OwnedSemaphorePermit, AcquireError> {
+        if !priority.is_urgent() {
+            return self.permits.clone().acquire_owned().await;
+        }
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit,
+            permit = self.reserve.clone().acquire_owned() => permit,
+        }
     }
 }
 
