@@ -5,31 +5,10 @@
 use std::time::Duration;
 
 use herald_schemas::Status;
-use herald_tests::{ADMIN_TOKEN, Options, TestEnv, count_statuses, samples_dir};
-use serde_json::{Value, json};
+use herald_tests::{Options, TestEnv, count_statuses, samples_dir};
+use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn api(env: &TestEnv, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
-    let url = format!("{}{path}", env.api_url("acme")?);
-    let mut request = reqwest::Client::new().request(method, url).bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
-}
-
-async fn wait_for_api(env: &TestEnv) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while api(env, reqwest::Method::GET, "/templates", None).await.is_err() {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the admin API did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
 
 #[tokio::test]
 async fn templates_are_checked_versioned_previewed_and_rendered() -> anyhow::Result<()> {
@@ -38,7 +17,7 @@ async fn templates_are_checked_versioned_previewed_and_rendered() -> anyhow::Res
     let seeded = env.seed().await?;
     assert!(seeded.contains("order_shipped: published version 1"), "{seeded}");
     let up = env.spawn("up", &["up"])?;
-    wait_for_api(&env).await?;
+    env.wait_for_api().await?;
 
     // Pushing the same directory again through the API publishes nothing new.
     let again = env.run(&["templates", "push", &samples_dir().to_string_lossy()]).await?;
@@ -52,17 +31,17 @@ async fn templates_are_checked_versioned_previewed_and_rendered() -> anyhow::Res
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stdout);
     assert!(said.contains("receipt: error: default/sms/body:2:") && said.contains("syntax error"), "{said}");
-    let (status, answer) = api(
-        &env,
-        reqwest::Method::PUT,
-        "/templates/receipt",
-        Some(json!({ "locales": { "default": { "sms": { "body": "{{ data.total }" } } } })),
-    )
-    .await?;
+    let (status, answer) = env
+        .api(
+            reqwest::Method::PUT,
+            "/templates/receipt",
+            Some(json!({ "locales": { "default": { "sms": { "body": "{{ data.total }" } } } })),
+        )
+        .await?;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["code"], "invalid_template");
     assert!(answer["error"]["problems"][0].as_str().unwrap_or_default().starts_with("default/sms/body:1:"), "{answer}");
-    let (status, _) = api(&env, reqwest::Method::GET, "/templates/receipt", None).await?;
+    let (status, _) = env.api(reqwest::Method::GET, "/templates/receipt", None).await?;
     assert_eq!(status, 404, "nothing was published");
 
     // Preview: Alice's locale (ko-KR) falls back to `ko`; e-mail has no `ko` parts, so default.
@@ -75,10 +54,10 @@ async fn templates_are_checked_versioned_previewed_and_rendered() -> anyhow::Res
     let send = |id: &str| json!({ "template": "welcome", "recipients": [{ "user_id": "bob" }], "idempotency_key": id }).to_string();
     env.publish("acme", send("first")).await?;
     env.wait_for_records(1, PATIENCE).await?;
-    let (_, v1) = api(&env, reqwest::Method::GET, "/templates/welcome", None).await?;
+    let (_, v1) = env.api(reqwest::Method::GET, "/templates/welcome", None).await?;
     let mut spec = v1["spec"].clone();
     spec["locales"]["default"]["push"]["title"] = json!("Hello again, {{ data.name | default(user_id) }}");
-    let (status, published) = api(&env, reqwest::Method::PUT, "/templates/welcome", Some(spec)).await?;
+    let (status, published) = env.api(reqwest::Method::PUT, "/templates/welcome", Some(spec)).await?;
     assert_eq!((status, published["version"].as_u64(), published["created"].as_bool()), (200, Some(2), Some(true)), "{published}");
     env.publish("acme", send("second")).await?;
     env.wait_for_records(2, PATIENCE).await?;
@@ -89,9 +68,9 @@ async fn templates_are_checked_versioned_previewed_and_rendered() -> anyhow::Res
         .collect();
     titles.sort();
     assert_eq!(titles, [(1, "Welcome to Acme, bob!".to_owned()), (2, "Hello again, bob".to_owned())]);
-    let (_, old) = api(&env, reqwest::Method::GET, "/templates/welcome?version=1", None).await?;
+    let (_, old) = env.api(reqwest::Method::GET, "/templates/welcome?version=1", None).await?;
     assert_eq!(old["spec"]["locales"]["default"]["push"]["title"], v1["spec"]["locales"]["default"]["push"]["title"], "v1 is immutable");
-    let (_, versions) = api(&env, reqwest::Method::GET, "/templates/welcome/versions", None).await?;
+    let (_, versions) = env.api(reqwest::Method::GET, "/templates/welcome/versions", None).await?;
     assert_eq!(versions.as_array().map(Vec::len), Some(2));
 
     // A notification for a template that does not exist fails once, at enrich.

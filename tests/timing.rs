@@ -280,3 +280,50 @@ async fn critical_notifications_overtake_a_normal_backlog() -> anyhow::Result<()
     assert!(up.terminate(PATIENCE).await?);
     Ok(())
 }
+
+/// A tenant's own caps, set through the admin API, replace the defaults in throttle at once; bad
+/// caps and bad quiet hours are refused with a code; a reset brings the defaults back.
+#[tokio::test]
+async fn a_tenants_caps_are_managed_through_the_admin_api_and_enforced() -> anyhow::Result<()> {
+    use reqwest::Method;
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    env.seed().await?;
+    let up = env.spawn("up", &["up"])?;
+    env.wait_for_api().await?;
+
+    let (status, shown) = env.api(Method::GET, "/caps", None).await?;
+    assert_eq!((status, shown["source"].as_str()), (200, Some("default")), "{shown}");
+    let bad = json!({ "caps": [{ "name": "x", "scope": "user", "limit": 0, "window": "1h" }] });
+    let (status, error) = env.api(Method::PUT, "/caps", Some(bad)).await?;
+    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("invalid_cap")), "{error}");
+    let quiet = json!({ "quiet_hours": { "start": "22:00", "end": "25:00" } });
+    let (status, error) = env.api(Method::PUT, "/users/alice/preferences", Some(quiet)).await?;
+    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("invalid_quiet_hours")), "{error}");
+
+    let caps = json!({ "caps": [{ "name": "one-a-minute", "scope": "user", "limit": 1, "window": "1m" }] });
+    let (status, _) = env.api(Method::PUT, "/caps", Some(caps)).await?;
+    assert_eq!(status, 204);
+    let shown = env.run(&["caps", "show", "--tenant", "acme"]).await?;
+    assert!(shown.contains("\"tenant\"") && shown.contains("one-a-minute"), "{shown}");
+
+    for _ in 0..3 {
+        env.publish("acme", welcome("alice")).await?;
+    }
+    let events = env.wait_for_events("acme", Status::Throttled, 2, PATIENCE).await?;
+    assert!(with_status(&events, Status::Throttled).iter().all(|e| e.detail.as_deref().unwrap_or_default().contains("one-a-minute")));
+    env.wait_idle(PATIENCE).await?;
+    assert_eq!(calls_for(&env, "alice").len(), 1, "the tenant's cap of one let one through");
+
+    let (status, _) = env.api(Method::DELETE, "/caps", None).await?;
+    assert_eq!(status, 204);
+    let (status, shown) = env.api(Method::GET, "/caps", None).await?;
+    assert_eq!((status, shown["source"].as_str()), (200, Some("default")));
+    let (status, _) = env.api(Method::DELETE, "/caps", None).await?;
+    assert_eq!(status, 404, "nothing left to reset");
+    // With the defaults (no caps) back, alice is not held any more.
+    env.publish("acme", welcome("alice")).await?;
+    env.wait_for_events("acme", Status::Sent, 2, PATIENCE).await?;
+    assert!(up.terminate(PATIENCE).await?);
+    Ok(())
+}

@@ -40,6 +40,7 @@ pub struct Nats {
     client: async_nats::Client,
     js: jetstream::Context,
     topology: Arc<Topology>,
+    url: Arc<str>,
 }
 
 impl std::fmt::Debug for Nats {
@@ -66,7 +67,13 @@ impl Nats {
             .max_ack_inflight(16_384)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Ok(Nats { client, js, topology: Arc::new(topology) })
+        Ok(Nats { client, js, topology: Arc::new(topology), url: url.into() })
+    }
+
+    /// A second connection to the same servers with the same topology. Urgent lanes run on
+    /// their own, so their publishes, acks and pulls never queue in a socket behind bulk traffic.
+    pub async fn another(&self, name: &str) -> Result<Self, Error> {
+        Nats::connect(&self.url, name, (*self.topology).clone()).await
     }
 
     /// Whether a NATS server answers at `url`.

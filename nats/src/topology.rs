@@ -259,6 +259,11 @@ impl Topology {
         Some(ConsumerRef { stream: self.stream_name(role), durable })
     }
 
+    /// Whether a stage's input is split into priority lanes (all but track and cancel).
+    pub fn is_laned(&self, stage: &str) -> bool {
+        LANED.contains(&stage)
+    }
+
     /// Every consumer of a stage: one per lane, or its only one.
     pub fn stage_consumers(&self, stage: &str, channel: Option<Channel>) -> Vec<ConsumerRef> {
         if LANED.contains(&stage) {

@@ -13,7 +13,7 @@ use herald_ingest::{Cancel, Ingest};
 use herald_nats::server::{NatsServer, ServerOptions};
 use herald_nats::{Nats, StageStats, Topology};
 use herald_render::{NoTracking, Render};
-use herald_schemas::Channel;
+use herald_schemas::{Channel, Priority};
 use herald_stage::Stage;
 use herald_throttle::Throttle;
 use herald_track::Track;
@@ -184,66 +184,103 @@ pub async fn start(
     let directory = || caches.as_ref().map(|c| c.0.clone()).context("the store is not open in this process");
     let templates = || caches.as_ref().map(|c| c.1.clone()).context("the store is not open in this process");
     let tenant_caps = || caches.as_ref().map(|c| c.2.clone()).context("the store is not open in this process");
-    for kind in which {
-        match kind {
-            StageKind::Ingest => {
-                // The front door: requests, and producers' cancels.
-                let kv = nats.kv(&topology.idempotency_bucket()).await?;
-                spawn(&mut running, nats, config, Ingest::new(kv).with_schedule_horizon(config.schedule_horizon()), None, cancel);
-                let markers = nats.kv(&topology.dedupe_bucket()).await?;
-                spawn(&mut running, nats, config, Cancel::new(markers, nats.scheduler()), None, cancel);
-            }
-            StageKind::Enrich => {
-                let enrich = Enrich::new(directory()?, templates()?, config.enrich.clone());
-                spawn(&mut running, nats, config, enrich, None, cancel);
-            }
-            StageKind::Fanout => {
-                let claims = nats.kv(&topology.dedupe_bucket()).await?;
-                let fanout = Fanout::new(directory()?, templates()?, claims, config.enrich.clone());
-                spawn(&mut running, nats, config, fanout, None, cancel);
-            }
-            StageKind::Render => {
-                // Tracked links and unsubscribe URLs come with the tracking service.
-                let render = Render::new(templates()?, config.render.clone(), Arc::new(NoTracking));
-                spawn(&mut running, nats, config, render, None, cancel);
-            }
-            StageKind::Dedupe => {
-                let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                spawn(&mut running, nats, config, Dedupe::new(kv), None, cancel);
-            }
-            StageKind::Throttle => {
-                let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                let throttle = Throttle::new(kv, tenant_caps()?, config.throttle.clone());
-                spawn(&mut running, nats, config, throttle, None, cancel);
-            }
-            StageKind::Deliver => {
-                // The registry decides which provider serves each (tenant, channel); the stage
-                // never names one.
-                let providers = Arc::new(Providers::from_config(&config.deliver)?);
-                let wanted = channels.unwrap_or(&config.enrich.enabled_channels);
-                for &channel in wanted {
-                    anyhow::ensure!(
-                        providers.channels().contains(&channel),
-                        "channel `{channel}` has no provider in this version (providers serve {:?}); remove it from enrich.enabled_channels",
-                        providers.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>()
+    // The registry and its permits are shared by every lane: one concurrency budget per route.
+    let providers = Arc::new(Providers::from_config(&config.deliver)?);
+    // Urgent lanes run on a connection and a thread of their own: nothing of theirs queues in a
+    // socket behind the bulk lanes' traffic, or in a scheduler behind their tasks.
+    let urgent_runtime = urgent_runtime()?;
+    let urgent = {
+        let nats = nats.clone();
+        urgent_runtime.spawn(async move { nats.another("herald-urgent").await }).await??
+    };
+    let bulk_runtime = tokio::runtime::Handle::current();
+    let connections = [
+        (nats, &[Priority::Normal, Priority::Low][..], &bulk_runtime),
+        (&urgent, &[Priority::Critical, Priority::High][..], urgent_runtime.handle()),
+    ];
+    for (nats, lanes, runtime) in connections {
+        for kind in which {
+            match kind {
+                StageKind::Ingest => {
+                    // The front door: requests, and producers' cancels.
+                    let kv = nats.kv(&topology.idempotency_bucket()).await?;
+                    spawn(
+                        &mut running,
+                        (nats, lanes, runtime),
+                        config,
+                        Ingest::new(kv).with_schedule_horizon(config.schedule_horizon()),
+                        None,
+                        cancel,
                     );
-                    let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                    let deliver = Deliver::new(channel, providers.clone(), kv, config.deliver.clone());
-                    spawn(&mut running, nats, config, deliver, Some(channel), cancel);
+                    let markers = nats.kv(&topology.dedupe_bucket()).await?;
+                    spawn(&mut running, (nats, lanes, runtime), config, Cancel::new(markers, nats.scheduler()), None, cancel);
                 }
+                StageKind::Enrich => {
+                    let enrich = Enrich::new(directory()?, templates()?, config.enrich.clone());
+                    spawn(&mut running, (nats, lanes, runtime), config, enrich, None, cancel);
+                }
+                StageKind::Fanout => {
+                    let claims = nats.kv(&topology.dedupe_bucket()).await?;
+                    let fanout = Fanout::new(directory()?, templates()?, claims, config.enrich.clone());
+                    spawn(&mut running, (nats, lanes, runtime), config, fanout, None, cancel);
+                }
+                StageKind::Render => {
+                    // Tracked links and unsubscribe URLs come with the tracking service.
+                    let render = Render::new(templates()?, config.render.clone(), Arc::new(NoTracking));
+                    spawn(&mut running, (nats, lanes, runtime), config, render, None, cancel);
+                }
+                StageKind::Dedupe => {
+                    let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                    spawn(&mut running, (nats, lanes, runtime), config, Dedupe::new(kv), None, cancel);
+                }
+                StageKind::Throttle => {
+                    let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                    let throttle = Throttle::new(kv, tenant_caps()?, config.throttle.clone());
+                    spawn(&mut running, (nats, lanes, runtime), config, throttle, None, cancel);
+                }
+                StageKind::Deliver => {
+                    // The registry decides which provider serves each (tenant, channel); the stage
+                    // never names one.
+                    let wanted = channels.unwrap_or(&config.enrich.enabled_channels);
+                    for &channel in wanted {
+                        anyhow::ensure!(
+                            providers.channels().contains(&channel),
+                            "channel `{channel}` has no provider in this version (providers serve {:?}); remove it from enrich.enabled_channels",
+                            providers.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>()
+                        );
+                        let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                        let deliver = Deliver::new(channel, providers.clone(), kv, config.deliver.clone());
+                        spawn(&mut running, (nats, lanes, runtime), config, deliver, Some(channel), cancel);
+                    }
+                }
+                StageKind::Track => spawn(&mut running, (nats, lanes, runtime), config, Track, None, cancel),
             }
-            StageKind::Track => spawn(&mut running, nats, config, Track, None, cancel),
         }
     }
     Ok(running)
 }
 
-/// Runs `stage` on each of its consumers: one per priority lane (one for track and cancel).
-/// The lanes share the stage value and its ports; each has its own runner, so a backlog in one
-/// lane never delays another.
-fn spawn<S: Stage>(running: &mut Running, nats: &Nats, config: &Config, stage: S, channel: Option<Channel>, cancel: &CancellationToken) {
+/// Runs `stage` on its consumers of `lanes` (track and cancel, which have one, with the `normal`
+/// lane). The lanes share the stage value and its ports; each has its own runner, so a backlog in
+/// one lane never delays another.
+fn spawn<S: Stage>(
+    running: &mut Running,
+    (nats, lanes, runtime): (&Nats, &[Priority], &tokio::runtime::Handle),
+    config: &Config,
+    stage: S,
+    channel: Option<Channel>,
+    cancel: &CancellationToken,
+) {
     let stage = Arc::new(stage);
-    for consumer in nats.topology().stage_consumers(S::NAME, channel) {
+    let topology = nats.topology();
+    let consumers: Vec<_> = if topology.is_laned(S::NAME) {
+        lanes.iter().filter_map(|&lane| topology.lane_consumer(S::NAME, channel, lane)).collect()
+    } else if lanes.contains(&Priority::Normal) {
+        topology.consumer(S::NAME, channel).into_iter().collect()
+    } else {
+        Vec::new()
+    };
+    for consumer in consumers {
         let stats = Arc::new(StageStats::default());
         running.stats.insert(consumer.durable.clone(), stats.clone());
         let nats = nats.clone();
@@ -251,8 +288,25 @@ fn spawn<S: Stage>(running: &mut Running, nats: &Nats, config: &Config, stage: S
         let cancel = cancel.clone();
         let name = consumer.durable.clone();
         let stage = stage.clone();
-        running.tasks.spawn(async move { (name, nats.run_stage(stage, consumer, runner, stats, cancel).await) });
+        running.tasks.spawn_on(async move { (name, nats.run_stage(stage, consumer, runner, stats, cancel).await) }, runtime);
     }
+}
+
+/// The runtime of the urgent lanes: one worker thread of their own for the life of the process,
+/// which the OS schedules beside the bulk lanes' threads.
+fn urgent_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(8)
+        .thread_name("herald-urgent")
+        .enable_all()
+        .build()
+        .context("cannot start the urgent lanes' runtime")?;
+    Ok(RUNTIME.get_or_init(|| runtime))
 }
 
 /// Cancels `cancel` on SIGINT or SIGTERM.

@@ -5,7 +5,10 @@
 //! notification is done when its `sent` event is read back from the tracking stream. That is
 //! seven consumer hops (ingest, enrich, render, dedupe, throttle, deliver, track), so the raw
 //! chain runs seven hops too, with messages of the size of a delivery. Then the latency floor:
-//! the same, one message at a time.
+//! the same, one message at a time. Then priorities: a backlog of `normal` notifications is
+//! queued and `critical` probes are sent while it drains; each probe's latency runs from its
+//! publish to the provider call (the log sink's call record), and the backlog's last call shows
+//! whether every probe overtook it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +39,12 @@ pub struct BenchArgs {
     /// Messages sent one at a time for the latency floor.
     #[arg(long, default_value_t = 300)]
     latency_samples: usize,
+    /// `normal` notifications queued for the priority phase (0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    backlog: usize,
+    /// `critical` probes sent while the backlog drains.
+    #[arg(long, default_value_t = 100)]
+    probes: usize,
 }
 
 const HOPS: usize = 7;
@@ -75,6 +84,8 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     cancel.cancel();
     running.wait(&cancel).await?;
     let (flat_out, floor) = (flat_out?, floor?);
+    let priorities =
+        if args.backlog > 0 { Some(priority_run(server.url(), &config, n, args.backlog, args.probes.max(1)).await?) } else { None };
 
     let raw_rate = n as f64 / raw.elapsed.as_secs_f64();
     let rate = n as f64 / flat_out.0.as_secs_f64();
@@ -88,6 +99,18 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     row("herald pipeline (notifications)", rate, &flat_out.1, &floor.1)?;
     println!("\nherald / raw JetStream: {:.1} % of the throughput", 100.0 * rate / raw_rate);
     println!("(the requirements' baseline: ~185 notifications/s on average, ~1 850/s at a 10x peak)");
+    if let Some(p) = priorities {
+        println!(
+            "\npriorities: {} critical probes sent while {} normal drained ({:.1} s): publish → provider p50 / p99 {} ms, max {:.2} ms; {} of {} probes before the backlog's last call",
+            p.latencies.len(),
+            args.backlog,
+            p.backlog_drain.as_secs_f64(),
+            quantiles(&p.latencies)?,
+            p.latencies.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+            p.before_drain,
+            p.latencies.len(),
+        );
+    }
     drop(server);
     Ok(())
 }
@@ -147,6 +170,100 @@ async fn herald_run(nats: &Nats, n: usize, window: usize, label: &str) -> anyhow
     bar.finish_and_clear();
     publisher.await??;
     Ok((elapsed, latencies))
+}
+
+/// What the priority phase measured.
+struct Priorities {
+    /// Each probe's publish → provider call.
+    latencies: Vec<Duration>,
+    /// From the first backlog publish to the backlog's last provider call.
+    backlog_drain: Duration,
+    /// Probes called before the backlog's last call.
+    before_drain: usize,
+}
+
+/// Queues `backlog` normal notifications (to the `users` bench users) and sends `probes`
+/// critical ones while they drain, on a fresh topology whose log sink records every call.
+async fn priority_run(url: &str, base: &Config, users: usize, backlog: usize, probes: usize) -> anyhow::Result<Priorities> {
+    let temp = tempfile::tempdir()?;
+    let mut config = base.clone();
+    config.deliver.log.dir = temp.path().join("deliveries");
+    config.deliver.log.record_calls = true;
+    config.topology = herald_nats::TopologyConfig { prefix: "benchp".into(), ..config.topology.clone() };
+    let nats = Nats::connect(url, "herald-bench-priorities", Topology::new(config.topology.clone())?).await?;
+    nats.provision().await?;
+    let resources = Resources::load(&config, &StageKind::ALL).await?;
+    if let Some(store) = &resources.store {
+        let mut lines: Vec<ImportLine> =
+            (0..users).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();
+        lines.extend((0..probes).map(|i| ImportLine { id: format!("probe-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }));
+        store.import("bench", &lines).await?;
+        crate::template_files::publish_samples(store, &config, "bench").await?;
+    }
+    let cancel = CancellationToken::new();
+    let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;
+    let bar = ProgressBar::new(backlog as u64).with_style(
+        ProgressStyle::with_template("  backlog {bar:40} {pos}/{len} queued ({per_sec})").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let started = jiff::Timestamp::now();
+    let body = |user: String, priority: &str| {
+        Bytes::from(
+            serde_json::json!({
+                "template": "order_shipped",
+                "recipients": [{ "user_id": user }],
+                "priority": priority,
+                "data": { "order_id": "P-1", "items": 1, "eta": "today" },
+            })
+            .to_string(),
+        )
+    };
+    let bodies = (0..backlog).map(|i| body(format!("user-{}", i % users.max(1)), "normal"));
+    nats.publish_requests("bench", bodies, 4096, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    // Probes go while the backlog drains, a few milliseconds apart.
+    let mut published = Vec::with_capacity(probes);
+    for i in 0..probes {
+        published.push(jiff::Timestamp::now());
+        nats.publish_request_in("bench", herald_schemas::Priority::Critical, body(format!("probe-{i}"), "critical"), None).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls_file = config.deliver.log.dir.join(herald_deliver::CALLS_FILE);
+    let total = backlog + probes;
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("  draining {bar:40} {pos}/{len} delivered").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let calls = loop {
+        let text = std::fs::read_to_string(&calls_file).unwrap_or_default();
+        let calls: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        bar.set_position(calls.len() as u64);
+        if calls.len() >= total {
+            break calls;
+        }
+        if start.elapsed() > Duration::from_secs(900) {
+            anyhow::bail!("the priority phase stalled at {} of {total} calls; see `herald status`", calls.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    bar.finish_and_clear();
+    cancel.cancel();
+    running.wait(&cancel).await?;
+    let at = |c: &serde_json::Value| c["at"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let last_backlog = calls.iter().filter(|c| c["user_id"].as_str().is_some_and(|u| u.starts_with("user-"))).filter_map(at).max();
+    let mut latencies = Vec::with_capacity(probes);
+    let mut before_drain = 0;
+    for call in calls.iter().filter(|c| c["user_id"].as_str().is_some_and(|u| u.starts_with("probe-"))) {
+        let index = call["user_id"].as_str().and_then(|u| u.strip_prefix("probe-")).and_then(|i| i.parse::<usize>().ok());
+        let (Some(index), Some(called)) = (index, at(call)) else { continue };
+        let Some(sent) = published.get(index) else { continue };
+        latencies.push(Duration::try_from(called.duration_since(*sent)).unwrap_or_default());
+        if last_backlog.is_some_and(|last| called < last) {
+            before_drain += 1;
+        }
+    }
+    let drained_at = last_backlog.unwrap_or_else(jiff::Timestamp::now);
+    let backlog_drain = Duration::try_from(drained_at.duration_since(started)).unwrap_or_default();
+    Ok(Priorities { latencies, backlog_drain, before_drain })
 }
 
 /// `p50 / p99` in milliseconds.

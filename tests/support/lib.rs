@@ -187,6 +187,34 @@ record_calls = true
         Ok(format!("http://{url}/v1/tenants/{tenant}"))
     }
 
+    /// Calls the admin API of tenant `acme`: the status and the JSON answer (`Null` when empty).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.api_url("acme")?);
+        let mut request = reqwest::Client::new().request(method, url).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text)? }))
+    }
+
+    /// Waits until the admin API answers.
+    pub async fn wait_for_api(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.api(reqwest::Method::GET, "/templates", None).await.is_err() {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the admin API did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Provisions the topology with `herald provision`.
     pub async fn provision(&self) -> anyhow::Result<String> {
         self.run(&["provision"]).await
