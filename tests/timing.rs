@@ -327,3 +327,29 @@ async fn a_tenants_caps_are_managed_through_the_admin_api_and_enforced() -> anyh
     assert!(up.terminate(PATIENCE).await?);
     Ok(())
 }
+
+/// A flood of `low` cannot starve `normal`: normal requests published behind thousands of low
+/// ones go out among the first deliveries, on consumers of their own.
+#[tokio::test]
+async fn a_low_flood_does_not_starve_normal() -> anyhow::Result<()> {
+    const FLOOD: usize = 3_000;
+    const PROBES: usize = 20;
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    env.seed().await?;
+    let low = |user: &str| json!({ "template": "welcome", "recipients": [{ "user_id": user }], "priority": "low" }).to_string();
+    let publishes = (0..FLOOD).map(|i| env.publish_in("acme", Priority::Low, low(["alice", "dave", "carol"][i % 3])));
+    futures::future::try_join_all(publishes).await?;
+    for _ in 0..PROBES {
+        env.publish("acme", welcome("bob")).await?;
+    }
+    let up = env.spawn("up", &["up"])?;
+    env.wait_for_events("acme", Status::Sent, FLOOD + PROBES, Duration::from_secs(240)).await?;
+    let calls = env.calls();
+    let positions: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| c["user_id"] == "bob").map(|(i, _)| i).collect();
+    assert_eq!(positions.len(), PROBES);
+    let last = *positions.last().context("no probe")?;
+    assert!(last < FLOOD / 4, "every normal request went out within the first quarter of the low flood; the last was call #{last}");
+    assert!(up.terminate(PATIENCE).await?);
+    Ok(())
+}
