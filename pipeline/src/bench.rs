@@ -221,11 +221,13 @@ async fn priority_run(url: &str, base: &Config, users: usize, backlog: usize, pr
     let bodies = (0..backlog).map(|i| body(format!("user-{}", i % users.max(1)), "normal"));
     nats.publish_requests("bench", bodies, 4096, || bar.inc(1)).await?;
     bar.finish_and_clear();
-    // Probes go while the backlog drains, a few milliseconds apart.
+    // Probes go while the backlog drains, a few milliseconds apart, from a producer's own
+    // connection (the stages' connection is this process's bulk traffic).
+    let producer = nats.another("herald-bench-producer").await?;
     let mut published = Vec::with_capacity(probes);
     for i in 0..probes {
         published.push(jiff::Timestamp::now());
-        nats.publish_request_in("bench", herald_schemas::Priority::Critical, body(format!("probe-{i}"), "critical"), None).await?;
+        producer.publish_request_in("bench", herald_schemas::Priority::Critical, body(format!("probe-{i}"), "critical"), None).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let calls_file = config.deliver.log.dir.join(herald_deliver::CALLS_FILE);
