@@ -16,6 +16,11 @@
 //!   `failed` with `payload_too_large` and terminated, before anything is published.
 //! - A message without JetStream metadata cannot be acked by sequence: it is terminated with an
 //!   error log line.
+//! - An output with a time (`Outcome::defer`: a `send_at`, a deferral) is stored on its hop's
+//!   schedule subject with `Nats-Schedule: @at <time>` and `Nats-Schedule-Target: <the hop's
+//!   subject>`; the server publishes it when due. Nothing waits in a consumer meanwhile. Its
+//!   `Nats-Msg-Id` carries the time, so deferring the same delivery again later is never taken
+//!   for a repeated publish; a time already past is published at once.
 //! - Permanent errors (including undecodable input) are dead-lettered at once: the original
 //!   body goes to `<prefix>.dlq.<stage>.<tenant>` with the reason in headers, a `dead_lettered`
 //!   event goes to track, and the input is terminated.
@@ -352,8 +357,14 @@ async fn publish_all<S: Stage>(shared: &Shared<S>, emits: Vec<Emit>) -> Result<(
             .at
             .filter(|at| *at > now)
             .and_then(|at| Some((at, shared.topology.schedule_subject(emit.hop, &emit.tenant, emit.notification, emit.key)?)));
+        // An output meant for a time carries the time in its id, even when that time has come
+        // by now: the same delivery deferred again later must not look like a repeated publish.
+        let message_id = match emit.at {
+            Some(at) => format!("{}:{}@{}", emit.key, S::NAME, at.as_millisecond()),
+            None => format!("{}:{}", emit.key, S::NAME),
+        };
         let (subject, publish) = match schedule {
-            None => (target, PublishMessage::build().payload(emit.payload.into()).message_id(format!("{}:{}", emit.key, S::NAME))),
+            None => (target, PublishMessage::build().payload(emit.payload.into()).message_id(message_id)),
             Some((at, subject)) => {
                 // Stored now, published to `target` by the server at `at`. One schedule per
                 // subject: a redelivered deferral replaces its earlier schedule instead of adding
@@ -361,7 +372,7 @@ async fn publish_all<S: Stage>(shared: &Shared<S>, emits: Vec<Emit>) -> Result<(
                 let at_text = at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
                 let publish = PublishMessage::build()
                     .payload(emit.payload.into())
-                    .message_id(format!("{}:{}@{}", emit.key, S::NAME, at.as_millisecond()))
+                    .message_id(message_id)
                     .header(headers::SCHEDULE, format!("@at {at_text}").as_str())
                     .header(headers::SCHEDULE_TARGET, target.as_str());
                 (subject, publish)

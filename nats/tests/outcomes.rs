@@ -200,3 +200,52 @@ async fn when_the_state_write_fails_after_the_provider_accepted_the_provider_is_
     let deliver = status.iter().find(|c| c.consumer == "deliver-log").unwrap();
     assert_eq!((deliver.pending, deliver.ack_pending, deliver.redelivered), (0, 0, 0), "{deliver:?}");
 }
+
+/// Defers each delivery to throttle at the time the test wrote in its `deferred_until`.
+struct Later;
+
+impl Stage for Later {
+    const NAME: &'static str = "dedupe";
+    type Input = Delivery;
+
+    async fn process(&self, delivery: Delivery, _meta: &Meta) -> Result<Outcome, StageError> {
+        let at = delivery.deferred_until.unwrap();
+        Outcome::new().defer(Hop::Throttle, &delivery, at)
+    }
+}
+
+/// What waits for throttle's `normal` lane now.
+async fn throttle_pending(nats: &Nats) -> u64 {
+    nats.status().await.unwrap().into_iter().find(|c| c.consumer == "throttle").map(|c| c.pending).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_deferred_output_is_published_when_due_and_a_due_one_at_once_under_its_own_id() {
+    let (_server, nats) = setup(TopologyConfig::default()).await;
+    let cancel = CancellationToken::new();
+    run(&nats, Later, ("dedupe", None), RunnerConfig::default(), &cancel);
+    let now = jiff::Timestamp::now();
+    let subject = nats.topology().hop_subject(Hop::Dedupe, "acme", None);
+    // The same delivery deferred three times: twice to a time already past (published at once,
+    // each under an id of its own, so the second is not taken for a repeat of the first), once
+    // to two seconds from now (held by the server until then).
+    for at in
+        [now - jiff::SignedDuration::from_secs(10), now - jiff::SignedDuration::from_secs(5), now + jiff::SignedDuration::from_secs(2)]
+    {
+        let delivery = Delivery { deferred_until: Some(at), ..herald_stage::memory::delivery(7) };
+        nats.publish_raw(&subject, Bytes::from(serde_json::to_vec(&delivery).unwrap())).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while throttle_pending(&nats).await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the due deferrals were not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(throttle_pending(&nats).await, 2, "the future one waits with the server");
+    while throttle_pending(&nats).await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the scheduled deferral never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(jiff::Timestamp::now() >= now + jiff::SignedDuration::from_secs(2), "not before its time");
+    cancel.cancel();
+}
