@@ -81,6 +81,21 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     nats.publish_requests("acme", bodies, 256, || bar.inc(1)).await?;
     bar.finish();
 
+    // Two scheduled sends three seconds ahead, held by the NATS server's scheduler; the second
+    // is cancelled before it fires.
+    let send_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let scheduled = |user: &str| {
+        let body = serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": user }], "send_at": send_at.to_string(), "data": { "plan": "team" } });
+        Bytes::from(body.to_string())
+    };
+    let kept = nats.notification_id_of("acme", nats.publish_request("acme", scheduled("alice"), None).await?).await?;
+    let dropped = nats.notification_id_of("acme", nats.publish_request("acme", scheduled("dave"), None).await?).await?;
+    let cancel_request =
+        herald_schemas::CancelRequest { v: herald_schemas::WIRE_VERSION, notification_id: dropped, by: Some("demo".into()) };
+    nats.publish_cancel("acme", Bytes::from(serde_json::to_vec(&cancel_request)?)).await?;
+    println!("Scheduled notification {kept} for {send_at}, and {dropped} too, then cancelled it.");
+    let scheduled_done = send_at + jiff::SignedDuration::from_secs(2);
+
     let spinner = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} Processing: {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -101,7 +116,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
             Ok(None) => break,
             Err(_) => {
                 quiet += 1;
-                if quiet >= 2 && app::wait_idle(nats, Duration::ZERO).await? {
+                if quiet >= 2 && jiff::Timestamp::now() > scheduled_done && app::wait_idle(nats, Duration::ZERO).await? {
                     break;
                 }
                 if quiet > 120 {
@@ -115,7 +130,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     running.wait(&cancel).await?;
     nats.flush().await?;
 
-    println!("\nWhat the tracking stream reported for the {count} requests:");
+    println!("\nWhat the tracking stream reported for the {count} requests and the two scheduled ones:");
     for (status, n) in &counts {
         println!("  {status:<14} {n:>6}");
     }
