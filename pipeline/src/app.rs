@@ -235,7 +235,8 @@ pub async fn start(
                 }
                 StageKind::Throttle => {
                     let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                    let throttle = Throttle::new(kv, tenant_caps()?, config.throttle.clone());
+                    let throttle =
+                        Throttle::new(kv, tenant_caps()?, config.throttle.clone()).with_defer_horizon(config.topology.max_age / 2);
                     spawn(&mut running, (nats, lanes, runtime), config, throttle, None, cancel);
                 }
                 StageKind::Deliver => {
@@ -295,8 +296,10 @@ fn spawn<S: Stage>(
 /// The runtime of the urgent lanes: one worker thread of their own for the life of the process,
 /// which the OS schedules beside the bulk lanes' threads.
 fn urgent_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    if let Some(runtime) = RUNTIME.get() {
+    // Built under the lock and never dropped (dropping a runtime inside another panics).
+    static RUNTIME: std::sync::Mutex<Option<&'static tokio::runtime::Runtime>> = std::sync::Mutex::new(None);
+    let mut slot = RUNTIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(runtime) = *slot {
         return Ok(runtime);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -306,7 +309,9 @@ fn urgent_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the urgent lanes' runtime")?;
-    Ok(RUNTIME.get_or_init(|| runtime))
+    let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+    *slot = Some(runtime);
+    Ok(runtime)
 }
 
 /// Cancels `cancel` on SIGINT or SIGTERM.

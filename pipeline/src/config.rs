@@ -146,14 +146,13 @@ impl Config {
         if let Err(e) = caps.validate() {
             problems.push(format!("throttle.caps: {}", e.detail));
         }
-        // A deferral is a scheduled message in a stream: it must fire before the stream's max
-        // age removes it.
-        if let Some(cap) = self.throttle.caps.iter().find(|c| c.window() * 2 > t.max_age) {
+        // A counter must outlive its window, or a quiet user's count would vanish mid-window.
+        if let Some(cap) = self.throttle.caps.iter().find(|c| c.window() > t.dedupe_ttl) {
             problems.push(format!(
-                "throttle.caps: cap {} has a window of {}, more than half of topology.max_age ({}): a delivery it defers could age out of the stream before its window opens. Shorten the window or raise max_age",
+                "throttle.caps: cap {} has a window of {}, longer than topology.dedupe_ttl ({}), which keeps its counter: shorten the window or raise dedupe_ttl",
                 cap.name,
                 cap.window,
-                show(t.max_age)
+                show(t.dedupe_ttl)
             ));
         }
         if let Err(e) = herald_schemas::directory::check_timezone(&self.throttle.default_timezone) {
@@ -226,6 +225,13 @@ mod tests {
             ("[runner]\nhold_max = \"15s\"", "Raise hold_max or lower send_timeout"),
             ("[topology]\nmax_message_size = 100", "use at least 4096"),
             ("[topology]\nidempotency_ttl = \"0s\"", "at least 1s"),
+            ("[topology]\nmax_age = \"1day\"\ndedupe_ttl = \"1day\"", "quiet hours defer deliveries for up to a day"),
+            ("[throttle]\ndefault_timezone = \"Mars/Olympus\"", "not an IANA name"),
+            ("[[throttle.caps]]\nname = \"x\"\nscope = \"user\"\nlimit = 0\nwindow = \"1h\"", "limit must be at least 1"),
+            (
+                "[topology]\nmax_age = \"3days\"\ndedupe_ttl = \"3days\"\n[[throttle.caps]]\nname = \"long\"\nscope = \"user\"\nlimit = 1\nwindow = \"4days\"",
+                "longer than topology.dedupe_ttl",
+            ),
         ];
         for (toml, expected) in cases {
             let problems = Config::from_toml(toml).unwrap().check().unwrap_err();

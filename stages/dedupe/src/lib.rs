@@ -41,7 +41,7 @@ impl<K: KeyValue> Stage for Dedupe<K> {
     async fn process(&self, delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
         if let Some(holder) = self.producer_key(&delivery, meta).await? {
             let detail = format!(
-                "dedupe key {:?} already delivered to this recipient by delivery {} within its window",
+                "dedupe key {:?} is held for this recipient by delivery {} until its window ends (the first delivery under a key holds it, whatever becomes of it)",
                 delivery.dedupe.as_ref().map(|d| d.key.as_str()).unwrap_or_default(),
                 holder
             );

@@ -73,6 +73,7 @@ pub struct Throttle<K, C> {
     tenant_caps: C,
     defaults: Arc<Vec<Cap>>,
     default_tz: TimeZone,
+    horizon: Duration,
 }
 
 /// Most compare-and-swaps on one counter before the message is retried later.
@@ -82,7 +83,14 @@ impl<K: KeyValue, C: CapSource> Throttle<K, C> {
     /// `kv` is the dedupe bucket (counters and cancel markers live there).
     pub fn new(kv: K, tenant_caps: C, config: ThrottleConfig) -> Self {
         let default_tz = TimeZone::get(&config.default_timezone).unwrap_or(TimeZone::UTC);
-        Throttle { kv, tenant_caps, defaults: Arc::new(config.caps), default_tz }
+        Throttle { kv, tenant_caps, defaults: Arc::new(config.caps), default_tz, horizon: Duration::from_secs(3 * 24 * 3600) }
+    }
+
+    /// The longest single deferral: half of `topology.max_age`, so a scheduled copy always
+    /// fires well before its stream would drop it. Longer waits are taken in steps.
+    pub fn with_defer_horizon(mut self, horizon: Duration) -> Self {
+        self.horizon = horizon.max(Duration::from_secs(1));
+        self
     }
 
     fn event(meta: &Meta, delivery: &Delivery, status: Status, reason: &str, detail: String) -> EventBuilder {
@@ -90,14 +98,17 @@ impl<K: KeyValue, C: CapSource> Throttle<K, C> {
     }
 
     /// Sends `delivery` back to throttle at `until`, or ends it as expired if it would expire
-    /// first.
-    fn defer(meta: &Meta, delivery: Delivery, until: Timestamp, reason: &str, detail: String) -> Result<Outcome, StageError> {
+    /// first. A wait longer than the defer horizon comes back at the horizon and is checked
+    /// again: a scheduled copy must fire before its stream's max age removes it.
+    fn defer(&self, meta: &Meta, delivery: Delivery, until: Timestamp, reason: &str, detail: String) -> Result<Outcome, StageError> {
         if let Some(expires_at) = delivery.expires_at
             && expires_at <= until
         {
             let detail = format!("{detail}; it expires at {expires_at}, before then");
             return Outcome::new().event(Self::event(meta, &delivery, Status::Expired, "expired", detail).build());
         }
+        let horizon = jiff::SignedDuration::try_from(self.horizon).ok().and_then(|h| meta.received_at.checked_add(h).ok());
+        let until = horizon.map_or(until, |h| until.min(h));
         let event = Self::event(meta, &delivery, Status::Deferred, reason, detail).deferred_until(until).build();
         let delivery = Delivery { deferred_until: Some(until), ..delivery };
         Outcome::new().defer(Hop::Throttle, &delivery, until)?.event(event)
@@ -195,7 +206,9 @@ impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
     type Input = Delivery;
 
     async fn process(&self, delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
-        let now = meta.received_at;
+        // A deferred copy is due at `deferred_until` by the server's clock; a replica whose clock
+        // is behind must not find it early and defer it to the same instant again.
+        let now = delivery.deferred_until.map_or(meta.received_at, |due| due.max(meta.received_at));
         if let Some(expires_at) = delivery.expires_at
             && expires_at <= now
         {
@@ -210,7 +223,7 @@ impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
         if !critical && let Some(until) = self.quiet_until(&delivery, now) {
             let tz = delivery.timezone.as_deref().unwrap_or("the default time zone");
             let detail = format!("the user's quiet hours ({tz}) last until {until}");
-            return Self::defer(meta, delivery, until, "quiet_hours", detail);
+            return self.defer(meta, delivery, until, "quiet_hours", detail);
         }
         let caps = match self.tenant_caps.caps(&delivery.tenant).await? {
             Some(caps) => caps,
@@ -222,7 +235,17 @@ impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
         let mut counted: Vec<String> = Vec::new();
         for cap in caps.iter().filter(|c| c.applies(delivery.channel, delivery.category.as_deref(), critical)) {
             let key = Self::cap_key(cap, &delivery);
-            match self.admit(cap, &key, id, now_ms).await? {
+            let admission = match self.admit(cap, &key, id, now_ms).await {
+                Ok(admission) => admission,
+                Err(error) => {
+                    // Retried later: what this attempt counted must not stay counted meanwhile.
+                    for key in &counted {
+                        self.release(key, id).await;
+                    }
+                    return Err(error);
+                }
+            };
+            match admission {
                 Admission::Admitted => counted.push(key),
                 Admission::AlreadyAdmitted => {}
                 Admission::Over { reopens_at } => {
@@ -236,7 +259,7 @@ impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
                         CapPolicy::Throttle => Outcome::new().event(
                             Self::event(meta, &delivery, Status::Throttled, "frequency_cap", format!("over {limit}; dropped")).build(),
                         ),
-                        CapPolicy::Defer => Self::defer(meta, delivery, reopens, "frequency_cap", format!("over {limit}")),
+                        CapPolicy::Defer => self.defer(meta, delivery, reopens, "frequency_cap", format!("over {limit}")),
                     };
                 }
             }
@@ -339,6 +362,22 @@ mod tests {
         let scheduled = Delivery { scheduled_for: Some(meta.received_at), ..delivery(1) };
         stage.kv.set(&herald_ingest_marker("acme", scheduled.notification_id), Bytes::from_static(b"{}"));
         assert_eq!(statuses(&stage.process(scheduled, &meta).await.unwrap()), vec![Status::Cancelled]);
+    }
+
+    #[tokio::test]
+    async fn a_long_wait_comes_back_at_the_horizon_and_a_copy_due_is_never_early() {
+        let stage = throttle(r#"[{"name":"daily","scope":"user","limit":1,"window":"24h","policy":"defer"}]"#)
+            .with_defer_horizon(Duration::from_secs(3600));
+        let meta = Meta::for_tests();
+        stage.process(delivery(1), &meta).await.unwrap();
+        let out = stage.process(delivery(2), &meta).await.unwrap();
+        let (copy, until) = out.deferred::<Delivery>(Hop::Throttle).remove(0);
+        assert!(until <= meta.received_at + jiff::SignedDuration::from_secs(3600), "at most the horizon: {until}");
+        // The copy comes back due; this replica's clock is a second behind the server's.
+        let behind = Meta { received_at: until - jiff::SignedDuration::from_secs(1), ..meta.clone() };
+        let again = stage.process(copy, &behind).await.unwrap();
+        let (_, next) = again.deferred::<Delivery>(Hop::Throttle).remove(0);
+        assert!(next > until, "deferred on from its due time, never to the same instant: {next} vs {until}");
     }
 
     /// A source of tenant caps that counts its reads.

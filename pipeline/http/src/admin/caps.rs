@@ -25,6 +25,16 @@ pub(super) async fn put_caps(State(s): State<AppState>, UrlPath(tenant): UrlPath
     let caps: TenantCaps = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("not a caps document: {e}")))?;
     caps.validate()?;
+    let keep = s.nats.topology().config.dedupe_ttl;
+    if let Some(cap) = caps.caps.iter().find(|c| c.window() > keep) {
+        let detail = format!(
+            "cap {}: window {} is longer than the counters are kept (topology.dedupe_ttl, {}s)",
+            cap.name,
+            cap.window,
+            keep.as_secs()
+        );
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_cap", detail));
+    }
     s.store.put_tenant_caps(&tenant, &caps).await?;
     changed(&s, &tenant, Some(CAPS_CHANGE)).await;
     Ok(StatusCode::NO_CONTENT)

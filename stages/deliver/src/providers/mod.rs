@@ -55,8 +55,9 @@ pub struct Route {
     pub provider: Arc<dyn Provider>,
     /// Calls in flight at once; a call holds its permit until its outcome is written.
     pub permits: Arc<Semaphore>,
-    /// Permits only `critical` and `high` deliveries may take (an eighth of the concurrency, at
-    /// least one), so they never queue behind a backlog of `normal` and `low` calls.
+    /// Permits only `critical` and `high` deliveries may take: an eighth of the concurrency,
+    /// carved out of it (the two pools together never exceed it), so urgent calls never queue
+    /// behind a backlog of `normal` and `low` ones.
     pub reserve: Arc<Semaphore>,
 }
 
@@ -68,8 +69,9 @@ impl std::fmt::Debug for Route {
 
 impl Route {
     pub fn new(provider: Arc<dyn Provider>, concurrency: usize) -> Self {
-        let reserve = (concurrency / 8).max(1);
-        Route { provider, permits: Arc::new(Semaphore::new(concurrency.max(1))), reserve: Arc::new(Semaphore::new(reserve)) }
+        let concurrency = concurrency.max(1);
+        let reserve = concurrency / 8;
+        Route { provider, permits: Arc::new(Semaphore::new(concurrency - reserve)), reserve: Arc::new(Semaphore::new(reserve)) }
     }
 
     /// A permit for one call: urgent deliveries take whichever frees first, the shared pool or
