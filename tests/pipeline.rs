@@ -101,6 +101,10 @@ async fn send_and_status_commands_work_end_to_end() -> anyhow::Result<()> {
     let consumers = status["consumers"].as_array().expect("consumers");
     assert!(consumers.iter().all(|c| c["pending"] == 0 && c["ack_pending"] == 0), "{status}");
     assert_eq!(status["streams"]["HERALD_REQUESTS"], 1);
+    let lanes = env.run(&["status"]).await?;
+    assert!(lanes.contains("enrich-critical") && lanes.contains("deliver-log-low"), "every lane has its consumer:\n{lanes}");
+    let busy = env.run(&["status", "--busy"]).await?;
+    assert!(busy.contains("idle consumers not shown") && !busy.contains("enrich-critical"), "{busy}");
     let tail = env.run(&["events", "tail", "--tenant", "acme", "--status", "sent", "--from-start", "--count", "2"]).await?;
     assert_eq!(tail.lines().count(), 2, "{tail}");
     for line in tail.lines() {

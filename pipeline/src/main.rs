@@ -83,12 +83,15 @@ enum Command {
         command: EventsCommand,
     },
 
-    /// Queue depth per stage: pending, ack-pending and redelivered messages per consumer, and
-    /// messages per stream (the dead-letter stream included).
+    /// Queue depth per stage and priority lane: pending, ack-pending and redelivered messages per
+    /// consumer, and messages per stream (the dead-letter stream included).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only consumers with something pending, unacknowledged or redelivered.
+        #[arg(long)]
+        busy: bool,
     },
 
     /// The end-to-end demo: start NATS if needed, provision, run every stage, send sample
@@ -175,7 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }
-        Command::Status { json } => events::status(&config, json).await,
+        Command::Status { json, busy } => events::status(&config, json, busy).await,
         Command::Demo { count } => demo::run(&config, count).await,
         Command::Bench(args) => bench::run(&config, args).await,
     }

@@ -33,7 +33,7 @@ pub async fn tail(
 }
 
 /// `herald status`.
-pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+pub async fn status(config: &Config, json: bool, busy: bool) -> anyhow::Result<()> {
     let connection = app::connect(config, false).await?;
     let consumers = connection.nats.status().await?;
     let streams = connection.nats.stream_sizes().await?;
@@ -42,9 +42,15 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "consumers": consumers, "streams": streams }))?);
         return Ok(());
     }
-    println!("{:<20} {:<18} {:>10} {:>12} {:>12} {:>8}", "STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "WAITING");
-    for c in &consumers {
-        println!("{:<20} {:<18} {:>10} {:>12} {:>12} {:>8}", c.stream, c.consumer, c.pending, c.ack_pending, c.redelivered, c.waiting);
+    // One row per consumer: a stage has one per priority lane (`enrich`, `enrich-critical` …).
+    let shown: Vec<_> = consumers.iter().filter(|c| !busy || c.pending + c.ack_pending + c.redelivered > 0).collect();
+    let width = shown.iter().map(|c| c.consumer.len()).max().unwrap_or(0).max("CONSUMER".len());
+    println!("{:<20} {:<width$} {:>10} {:>12} {:>12} {:>8}", "STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "WAITING");
+    for c in &shown {
+        println!("{:<20} {:<width$} {:>10} {:>12} {:>12} {:>8}", c.stream, c.consumer, c.pending, c.ack_pending, c.redelivered, c.waiting);
+    }
+    if busy && shown.len() < consumers.len() {
+        println!("({} idle consumers not shown)", consumers.len() - shown.len());
     }
     println!();
     println!("{:<20} {:>10}", "STREAM", "MESSAGES");
