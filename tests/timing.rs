@@ -206,7 +206,9 @@ async fn a_scheduled_send_survives_kill_9_and_a_cancel_before_it_fires_sends_not
     let send_at = (Timestamp::now() + SignedDuration::from_secs(10)).round(jiff::Unit::Millisecond)?;
     let scheduled =
         |user: &str| json!({ "template": "welcome", "recipients": [{ "user_id": user }], "send_at": send_at.to_string() }).to_string();
-    let kept = env.publish_in("acme", Priority::Normal, scheduled("alice")).await?;
+    // One through the command line, as a producer would type it.
+    let said = env.run(&["send", "--tenant", "acme", "--template", "welcome", "--to", "alice", "--send-at", &send_at.to_string()]).await?;
+    let kept: uuid::Uuid = said.split_whitespace().skip_while(|w| *w != "notification").nth(1).context("no id printed")?.parse()?;
     let cancelled = env.publish_in("acme", Priority::Normal, scheduled("dave")).await?;
     let events = env.wait_for_events("acme", Status::Scheduled, 2, PATIENCE).await?;
     assert!(with_status(&events, Status::Scheduled).iter().all(|e| e.scheduled_for == Some(send_at)));
