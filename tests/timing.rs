@@ -372,3 +372,35 @@ async fn a_low_flood_does_not_starve_normal() -> anyhow::Result<()> {
     assert!(up.terminate(PATIENCE).await?);
     Ok(())
 }
+
+/// "One order update per user per 10 minutes": a producer dedupe key lets the first delivery
+/// per recipient through and reports the rest, counted at the provider.
+#[tokio::test]
+async fn a_producer_dedupe_key_sends_one_per_recipient_within_its_window() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    env.seed().await?;
+    let up = env.spawn("up", &["up"])?;
+    let update = |user: &str, n: u32| {
+        json!({
+            "template": "welcome", "recipients": [{ "user_id": user }], "data": { "plan": format!("update {n}") },
+            "dedupe_key": "order-42-status", "dedupe_window": "10m",
+        })
+        .to_string()
+    };
+    for n in 0..3 {
+        env.publish("acme", update("alice", n)).await?;
+    }
+    env.publish("acme", update("dave", 0)).await?;
+    let events = env.wait_for_events("acme", Status::Deduplicated, 2, PATIENCE).await?;
+    env.wait_idle(PATIENCE).await?;
+    let events = env.events("acme").await.unwrap_or(events);
+    let repeats = with_status(&events, Status::Deduplicated);
+    assert_eq!(repeats.len(), 2, "{repeats:?}");
+    assert!(repeats.iter().all(|e| e.reason.as_deref() == Some("dedupe_key") && e.user_id.as_deref() == Some("alice")));
+    assert_eq!(calls_for(&env, "alice").len(), 1, "one update reached alice");
+    assert_eq!(calls_for(&env, "dave").len(), 1, "dave has a window of his own");
+    assert_eq!(env.second_calls(), 0);
+    assert!(up.terminate(PATIENCE).await?);
+    Ok(())
+}
