@@ -30,7 +30,7 @@ use tracing::warn;
 
 pub use config::DeliverConfig;
 pub use providers::log::{CALLS_FILE, DUPLICATES_FILE, LogConfig, LogSink};
-pub use providers::{BuildError, Provider, ProviderError, Providers, Receipt, Route, SendFuture};
+pub use providers::{BuildError, CallPermit, Provider, ProviderError, Providers, Receipt, Route, SendFuture};
 
 /// The deliver stage for one channel.
 #[derive(Debug)]

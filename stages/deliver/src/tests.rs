@@ -182,3 +182,30 @@ async fn an_expired_delivery_is_not_sent() {
     assert_eq!(key(&again), key(&out), "a redelivery reports the same event (same id, so stored once)");
     assert_eq!(s.calls(), 0);
 }
+
+/// The permits of one route: urgent calls never wait behind the bulk, `low` never holds more
+/// than half the shared pool, and the total never exceeds the concurrency.
+#[tokio::test]
+async fn permits_keep_room_for_urgent_and_normal() {
+    use herald_schemas::Priority;
+    let route = Route::new(std::sync::Arc::new(Scripted::default()), 16); // 14 shared + 2 reserved
+    let quick = std::time::Duration::from_millis(50);
+    let take = |priority| {
+        let route = route.clone();
+        async move { tokio::time::timeout(quick, route.permit(priority)).await.ok().map(Result::unwrap) }
+    };
+    let mut held = Vec::new();
+    for _ in 0..7 {
+        held.push(take(Priority::Low).await.expect("low gets its half of the shared pool"));
+    }
+    assert!(take(Priority::Low).await.is_none(), "an eighth low call waits: its share is used up");
+    for _ in 0..7 {
+        held.push(take(Priority::Normal).await.expect("normal still finds the other half"));
+    }
+    assert!(take(Priority::Normal).await.is_none(), "the shared pool is used up");
+    held.push(take(Priority::Critical).await.expect("critical takes the reserve"));
+    held.push(take(Priority::High).await.expect("and so does high"));
+    assert!(take(Priority::Critical).await.is_none(), "16 calls in flight: the concurrency, no more");
+    held.pop();
+    assert!(take(Priority::Critical).await.is_some(), "a freed permit goes to the next call");
+}

@@ -59,6 +59,16 @@ pub struct Route {
     /// carved out of it (the two pools together never exceed it), so urgent calls never queue
     /// behind a backlog of `normal` and `low` ones.
     pub reserve: Arc<Semaphore>,
+    /// How many of the shared permits `low` deliveries may hold at once (half), so a flood of
+    /// `low` never takes the whole provider from `normal`.
+    pub low_share: Arc<Semaphore>,
+}
+
+/// The right to one provider call: held until the call's outcome is written.
+#[derive(Debug)]
+pub struct CallPermit {
+    _call: OwnedSemaphorePermit,
+    _low: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Route {
@@ -71,22 +81,33 @@ impl Route {
     pub fn new(provider: Arc<dyn Provider>, concurrency: usize) -> Self {
         let concurrency = concurrency.max(1);
         let reserve = concurrency / 8;
-        Route { provider, permits: Arc::new(Semaphore::new(concurrency - reserve)), reserve: Arc::new(Semaphore::new(reserve)) }
+        let shared = concurrency - reserve;
+        Route {
+            provider,
+            permits: Arc::new(Semaphore::new(shared)),
+            reserve: Arc::new(Semaphore::new(reserve)),
+            low_share: Arc::new(Semaphore::new((shared / 2).max(1))),
+        }
     }
 
     /// A permit for one call: urgent deliveries take whichever frees first, the shared pool or
-    /// the reserve; the others wait for the shared pool.
-    pub async fn permit(&self, priority: Priority) -> Result<OwnedSemaphorePermit, AcquireError> {
-        if !priority.is_urgent() {
-            return self.permits.clone().acquire_owned().await;
-        }
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit,
-            permit = self.reserve.clone().acquire_owned() => permit,
-        }
+    /// the reserve; `normal` ones wait for the shared pool; `low` ones also for their share.
+    pub async fn permit(&self, priority: Priority) -> Result<CallPermit, AcquireError> {
+        let low = match priority {
+            Priority::Low => Some(self.low_share.clone().acquire_owned().await?),
+            _ => None,
+        };
+        let call = if !priority.is_urgent() {
+            self.permits.clone().acquire_owned().await?
+        } else if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            permit
+        } else {
+            tokio::select! {
+                permit = self.permits.clone().acquire_owned() => permit?,
+                permit = self.reserve.clone().acquire_owned() => permit?,
+            }
+        };
+        Ok(CallPermit { _call: call, _low: low })
     }
 }
 
