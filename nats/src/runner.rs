@@ -13,7 +13,9 @@
 //!   transient (a `retrying` event and the normal retry budget). Publishing again is safe because
 //!   every publish carries the same `Nats-Msg-Id`.
 //! - An output larger than the stream's `max_message_size` can never be stored: the input is
-//!   `failed` with `payload_too_large` and terminated, before anything is published.
+//!   `failed` with `payload_too_large` and terminated, before anything is published. A rendered
+//!   delivery (render's output) must leave 256 bytes for what dedupe and throttle add to it, so it
+//!   fails at render rather than after its claim.
 //! - A message without JetStream metadata cannot be acked by sequence: it is terminated with an
 //!   error log line.
 //! - An output with a time (`Outcome::defer`: a `send_at`, a deferral) is stored on its hop's
@@ -292,6 +294,9 @@ async fn hold_reported<S: Stage>(shared: &Shared<S>, message: &jetstream::Messag
     }
 }
 
+/// Bytes a delivery may still grow by after render: its dedupe claim and a deferral's time.
+const DELIVERY_GROWTH: usize = 256;
+
 /// The error for the first output no stream could store, if any: too large, or scheduled for a
 /// hop whose stream takes no scheduled messages.
 fn oversized<S: Stage>(shared: &Shared<S>, emits: &[Emit]) -> Option<StageError> {
@@ -304,13 +309,18 @@ fn oversized<S: Stage>(shared: &Shared<S>, emits: &[Emit]) -> Option<StageError>
         ));
     }
     let limit = shared.topology.max_payload();
-    emits.iter().find(|e| e.payload.len() > limit).map(|emit| {
+    // A rendered delivery still grows on its way (its dedupe claim, a deferral's time): it must
+    // fail here, before it is claimed, rather than after.
+    let limit_for = |hop: Hop| if hop == Hop::Dedupe { limit.saturating_sub(DELIVERY_GROWTH) } else { limit };
+    emits.iter().find(|e| e.payload.len() > limit_for(e.hop)).map(|emit| {
         let subject = shared.topology.lane_subject(emit.hop, emit.lane, &emit.tenant, emit.suffix.as_deref());
+        let limit = limit_for(emit.hop);
         StageError::permanent(
             "payload_too_large",
             format!(
-                "the output for {subject} is {} bytes; the streams take at most {limit} (topology.max_message_size, less room for headers)",
-                emit.payload.len()
+                "the output for {subject} is {} bytes; the streams take at most {limit} (topology.max_message_size, less room for headers{})",
+                emit.payload.len(),
+                if emit.hop == Hop::Dedupe { " and for what dedupe and throttle add" } else { "" }
             ),
         )
     })

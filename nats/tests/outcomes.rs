@@ -121,6 +121,43 @@ async fn an_output_no_stream_can_store_fails_before_publishing() {
     assert_eq!(render, 0, "nothing was published");
 }
 
+/// A render stage whose output fits the streams but leaves no room for what dedupe and
+/// throttle add to a delivery.
+struct Snug(usize);
+
+impl Stage for Snug {
+    const NAME: &'static str = "render";
+    type Input = RawRequest;
+
+    async fn process(&self, _input: RawRequest, _meta: &Meta) -> Result<Outcome, StageError> {
+        let mut delivery = herald_stage::memory::delivery(6);
+        delivery.data.insert("blob".into(), String::new().into());
+        let empty = serde_json::to_vec(&delivery).unwrap().len();
+        delivery.data.insert("blob".into(), "x".repeat(self.0 - empty).into());
+        assert_eq!(serde_json::to_vec(&delivery).unwrap().len(), self.0);
+        Outcome::new().forward(Hop::Dedupe, &delivery)
+    }
+}
+
+#[tokio::test]
+async fn a_rendered_delivery_must_leave_room_to_grow() {
+    let topology = TopologyConfig { max_message_size: 16 * 1024, ..TopologyConfig::default() };
+    let limit = Topology::new(topology.clone()).unwrap().max_payload();
+    let (_server, nats) = setup(topology).await;
+    let subject = nats.topology().hop_subject(Hop::Render, "acme", None);
+    nats.publish_raw(&subject, Bytes::from_static(b"{}")).await.unwrap();
+    let cancel = CancellationToken::new();
+    // 100 bytes under the streams' limit: it would be stored, but its claim could not be.
+    run(&nats, Snug(limit - 100), ("render", None), RunnerConfig::default(), &cancel);
+    let events = wait_for(&nats, Status::Failed).await;
+    cancel.cancel();
+    let failed: Vec<_> = events.iter().filter(|e| e.status == Status::Failed).collect();
+    assert_eq!(failed[0].reason.as_deref(), Some("payload_too_large"));
+    assert!(failed[0].detail.as_deref().unwrap().contains("what dedupe and throttle add"), "{failed:?}");
+    let dedupe = nats.stream_sizes().await.unwrap().into_iter().find(|(s, _)| s == "HERALD_DEDUPE").unwrap().1;
+    assert_eq!(dedupe, 0, "failed before anything was claimed or published");
+}
+
 /// The real KV bucket, whose compare-and-swaps fail while `failing` counts down: the store
 /// going away for a moment right after the provider accepted.
 #[derive(Clone)]
