@@ -76,6 +76,7 @@ scope = "user_category"
 categories = ["promo"]
 limit = {N}
 window = "1h"
+kind = "sliding"
 policy = "throttle"
 
 [[throttle.caps]]
@@ -269,37 +270,6 @@ async fn a_cancel_also_stops_a_scheduled_copy_that_already_fired() -> anyhow::Re
     Ok(())
 }
 
-/// Critical probes published behind a backlog of normal notifications are delivered long before
-/// the backlog drains: every stage reads the critical lane on its own consumer. (The benchmark
-/// measures the same with 50 000 queued; see README.)
-#[tokio::test]
-async fn critical_notifications_overtake_a_normal_backlog() -> anyhow::Result<()> {
-    const BACKLOG: usize = 5_000;
-    const PROBES: usize = 20;
-    let env = TestEnv::start().await?;
-    env.provision().await?;
-    env.seed().await?;
-    let users = ["alice", "dave", "carol"];
-    let publishes = (0..BACKLOG).map(|i| env.publish("acme", welcome(users[i % users.len()])));
-    futures::future::try_join_all(publishes).await?;
-    let mut probes = Vec::new();
-    for _ in 0..PROBES {
-        let body = json!({ "template": "welcome", "recipients": [{ "user_id": "bob" }], "priority": "critical" }).to_string();
-        probes.push(env.publish_in("acme", Priority::Critical, body).await?);
-    }
-    let up = env.spawn("up", &["up"])?;
-    env.wait_for_events("acme", Status::Sent, BACKLOG + PROBES, Duration::from_secs(240)).await?;
-    let calls = env.calls();
-    assert_eq!(calls.len(), BACKLOG + PROBES);
-    let positions: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| c["user_id"] == "bob").map(|(i, _)| i).collect();
-    assert_eq!(positions.len(), PROBES);
-    let last = *positions.last().context("no probe")?;
-    eprintln!("probe calls at positions {positions:?} of {}", calls.len());
-    assert!(last < BACKLOG / 10, "every probe went out within the first tenth of the backlog; the last was call #{last}");
-    assert!(up.terminate(PATIENCE).await?);
-    Ok(())
-}
-
 /// A tenant's own caps, set through the admin API, replace the defaults in throttle at once; bad
 /// caps and bad quiet hours are refused with a code; a reset brings the defaults back.
 #[tokio::test]
@@ -320,7 +290,8 @@ async fn a_tenants_caps_are_managed_through_the_admin_api_and_enforced() -> anyh
     let (status, error) = env.api(Method::PUT, "/users/alice/preferences", Some(quiet)).await?;
     assert_eq!((status, error["error"]["code"].as_str()), (400, Some("invalid_quiet_hours")), "{error}");
 
-    let caps = json!({ "caps": [{ "name": "one-a-minute", "scope": "user", "limit": 1, "window": "1m" }] });
+    // Sliding, so no window boundary can fall between the three sends.
+    let caps = json!({ "caps": [{ "name": "one-a-minute", "scope": "user", "limit": 1, "window": "1m", "kind": "sliding" }] });
     let (status, _) = env.api(Method::PUT, "/caps", Some(caps)).await?;
     assert_eq!(status, 204);
     let shown = env.run(&["caps", "show", "--tenant", "acme"]).await?;
@@ -343,32 +314,6 @@ async fn a_tenants_caps_are_managed_through_the_admin_api_and_enforced() -> anyh
     // With the defaults (no caps) back, alice is not held any more.
     env.publish("acme", welcome("alice")).await?;
     env.wait_for_events("acme", Status::Sent, 2, PATIENCE).await?;
-    assert!(up.terminate(PATIENCE).await?);
-    Ok(())
-}
-
-/// A flood of `low` cannot starve `normal`: normal requests published behind thousands of low
-/// ones go out among the first deliveries, on consumers of their own.
-#[tokio::test]
-async fn a_low_flood_does_not_starve_normal() -> anyhow::Result<()> {
-    const FLOOD: usize = 3_000;
-    const PROBES: usize = 20;
-    let env = TestEnv::start().await?;
-    env.provision().await?;
-    env.seed().await?;
-    let low = |user: &str| json!({ "template": "welcome", "recipients": [{ "user_id": user }], "priority": "low" }).to_string();
-    let publishes = (0..FLOOD).map(|i| env.publish_in("acme", Priority::Low, low(["alice", "dave", "carol"][i % 3])));
-    futures::future::try_join_all(publishes).await?;
-    for _ in 0..PROBES {
-        env.publish("acme", welcome("bob")).await?;
-    }
-    let up = env.spawn("up", &["up"])?;
-    env.wait_for_events("acme", Status::Sent, FLOOD + PROBES, Duration::from_secs(240)).await?;
-    let calls = env.calls();
-    let positions: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| c["user_id"] == "bob").map(|(i, _)| i).collect();
-    assert_eq!(positions.len(), PROBES);
-    let last = *positions.last().context("no probe")?;
-    assert!(last < FLOOD / 4, "every normal request went out within the first quarter of the low flood; the last was call #{last}");
     assert!(up.terminate(PATIENCE).await?);
     Ok(())
 }
@@ -402,5 +347,53 @@ async fn a_producer_dedupe_key_sends_one_per_recipient_within_its_window() -> an
     assert_eq!(calls_for(&env, "dave").len(), 1, "dave has a window of his own");
     assert_eq!(env.second_calls(), 0);
     assert!(up.terminate(PATIENCE).await?);
+    Ok(())
+}
+
+/// Queues `backlog` requests in the `bulk` lane, then `probes` in the `urgent` lane, starts the
+/// pipeline and returns where the probes' provider calls came among all calls.
+async fn probe_positions(bulk: Priority, backlog: usize, urgent: Priority, probes: usize) -> anyhow::Result<Vec<usize>> {
+    let env = TestEnv::start().await?;
+    env.provision().await?;
+    env.seed().await?;
+    let request = |user: &str, priority: Priority| {
+        json!({ "template": "welcome", "recipients": [{ "user_id": user }], "priority": priority }).to_string()
+    };
+    let users = ["alice", "dave", "carol"];
+    let publishes = (0..backlog).map(|i| env.publish_in("acme", bulk, request(users[i % users.len()], bulk)));
+    futures::future::try_join_all(publishes).await?;
+    for _ in 0..probes {
+        env.publish_in("acme", urgent, request("bob", urgent)).await?;
+    }
+    let up = env.spawn("up", &["up"])?;
+    env.wait_for_events("acme", Status::Sent, backlog + probes, Duration::from_secs(240)).await?;
+    let calls = env.calls();
+    assert_eq!(calls.len(), backlog + probes);
+    let positions: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| c["user_id"] == "bob").map(|(i, _)| i).collect();
+    assert_eq!(positions.len(), probes);
+    assert!(up.terminate(PATIENCE).await?);
+    Ok(positions)
+}
+
+/// Critical probes published behind a backlog of normal notifications are delivered long before
+/// the backlog drains: every stage reads the critical lane on its own consumer. (The benchmark
+/// measures the same with 50 000 queued; see README.)
+#[tokio::test]
+async fn critical_notifications_overtake_a_normal_backlog() -> anyhow::Result<()> {
+    const BACKLOG: usize = 5_000;
+    let positions = probe_positions(Priority::Normal, BACKLOG, Priority::Critical, 20).await?;
+    let last = *positions.last().context("no probe")?;
+    assert!(last < BACKLOG / 10, "every probe went out within the first tenth of the backlog; the last was call #{last}");
+    Ok(())
+}
+
+/// A flood of `low` cannot starve `normal`: normal requests published behind thousands of low
+/// ones go out among the first deliveries, on consumers of their own.
+#[tokio::test]
+async fn a_low_flood_does_not_starve_normal() -> anyhow::Result<()> {
+    const FLOOD: usize = 3_000;
+    let positions = probe_positions(Priority::Low, FLOOD, Priority::Normal, 20).await?;
+    let last = *positions.last().context("no probe")?;
+    assert!(last < FLOOD / 4, "every normal request went out within the first quarter of the low flood; the last was call #{last}");
     Ok(())
 }

@@ -158,13 +158,13 @@ pub async fn start(
         Some(store) => {
             let contacts = CachedDirectory::new(store.clone(), &config.cache);
             let templates = CachedTemplates::new(store.clone(), &config.cache);
-            let caps = CachedCaps::new(store.clone(), config.cache.ttl);
+            let caps = CachedCaps::new(store.clone(), &config.cache);
             let mut changes = Box::pin(nats.directory_changes().await?);
             let (evict_contacts, evict_templates, evict_caps) = (contacts.clone(), templates.clone(), caps.clone());
             tokio::spawn(async move {
                 while let Some((tenant, what)) = futures::StreamExt::next(&mut changes).await {
                     match what.as_deref() {
-                        Some(CAPS_CHANGE) => evict_caps.invalidate(Some(&tenant)),
+                        Some(CAPS_CHANGE) => evict_caps.invalidate(&tenant),
                         Some(what) => match what.strip_prefix(TEMPLATE_CHANGE_PREFIX) {
                             Some(template) => evict_templates.invalidate(&tenant, Some(template)),
                             None => evict_contacts.invalidate(&tenant, Some(what)),
@@ -172,7 +172,7 @@ pub async fn start(
                         None => {
                             evict_contacts.invalidate(&tenant, None);
                             evict_templates.invalidate(&tenant, None);
-                            evict_caps.invalidate(Some(&tenant));
+                            evict_caps.invalidate(&tenant);
                         }
                     }
                 }

@@ -37,10 +37,10 @@ impl Default for CacheConfig {
     }
 }
 
-type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// Drops the entry of (`tenant`, `id`), or with `None` every entry of the tenant.
-fn evict<V>(entries: &mut LruCache<Key, V>, tenant: &str, id: Option<&str>) {
+pub(crate) fn evict<V>(entries: &mut LruCache<Key, V>, tenant: &str, id: Option<&str>) {
     match id {
         Some(id) => {
             entries.pop(&(tenant.to_owned(), id.to_owned()));

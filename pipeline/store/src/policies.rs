@@ -1,6 +1,6 @@
 //! Tenant policies: a tenant's own frequency caps, and the cached [`CapSource`] throttle reads.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,9 +8,11 @@ use herald_schemas::directory::check_tenant;
 use herald_schemas::{Cap, TenantCaps};
 use herald_stage::PortError;
 use herald_throttle::CapSource;
+use lru::LruCache;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cache::{CacheConfig, Key, evict};
 use crate::{Store, StoreError};
 
 impl Store {
@@ -46,12 +48,12 @@ impl Store {
 pub const CAPS_CHANGE: &str = "caps/";
 
 /// Tenants' caps with a cache in front: read once per tenant per `ttl`, evicted by the admin
-/// API's change announcement.
+/// API's change announcement (the same bounded, invalidated cache as the templates' indexes).
 #[derive(Clone)]
 pub struct CachedCaps {
     store: Store,
     ttl: Duration,
-    entries: Arc<Mutex<HashMap<String, Cached>>>,
+    entries: Arc<Mutex<LruCache<Key, Cached>>>,
 }
 
 /// A tenant's caps (`None`: it has none of its own) and when they were read.
@@ -64,35 +66,27 @@ impl std::fmt::Debug for CachedCaps {
 }
 
 impl CachedCaps {
-    pub fn new(store: Store, ttl: Duration) -> Self {
-        CachedCaps { store, ttl, entries: Arc::default() }
+    pub fn new(store: Store, config: &CacheConfig) -> Self {
+        let capacity = NonZeroUsize::new(config.capacity.clamp(1, 4096)).unwrap_or(NonZeroUsize::MIN);
+        CachedCaps { store, ttl: config.ttl, entries: Arc::new(Mutex::new(LruCache::new(capacity))) }
     }
 
-    /// Forgets the tenant's caps (`None`: every tenant's).
-    pub fn invalidate(&self, tenant: Option<&str>) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match tenant {
-            Some(tenant) => {
-                entries.remove(tenant);
-            }
-            None => entries.clear(),
-        }
+    /// Forgets the tenant's caps.
+    pub fn invalidate(&self, tenant: &str) {
+        evict(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()), tenant, None);
     }
 }
 
 impl CapSource for CachedCaps {
     async fn caps(&self, tenant: &str) -> Result<Option<Arc<Vec<Cap>>>, PortError> {
+        let key = (tenant.to_owned(), String::new());
+        if let Some((read_at, caps)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && read_at.elapsed() < self.ttl
         {
-            let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((read_at, caps)) = entries.get(tenant)
-                && read_at.elapsed() < self.ttl
-            {
-                return Ok(caps.clone());
-            }
+            return Ok(caps.clone());
         }
         let caps = self.store.tenant_caps(tenant).await.map_err(|e| e.into_port("store"))?.map(|c| Arc::new(c.caps));
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.insert(tenant.to_owned(), (Instant::now(), caps.clone()));
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).put(key, (Instant::now(), caps.clone()));
         Ok(caps)
     }
 }

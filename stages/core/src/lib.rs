@@ -70,6 +70,12 @@ pub trait Stage: Send + Sync + 'static {
     fn process(&self, input: Self::Input, meta: &Meta) -> impl Future<Output = Result<Outcome, StageError>> + Send;
 }
 
+/// The key of a notification's cancel marker in the dedupe bucket: written by the cancel stage,
+/// read by throttle for every scheduled or deferred delivery.
+pub fn cancel_marker_key(tenant: &str, notification: uuid::Uuid) -> String {
+    format!("cancel.{tenant}.{notification}")
+}
+
 /// One stage value can serve several consumers at once (one per priority lane).
 impl<S: Stage> Stage for std::sync::Arc<S> {
     const NAME: &'static str = S::NAME;

@@ -176,8 +176,8 @@ impl Outcome {
         self.emits.iter().filter(|e| e.hop == hop).filter_map(|e| Some((serde_json::from_slice(&e.payload).ok()?, e.at?))).collect()
     }
 
-    /// The forwarded outputs to `hop`, decoded (for tests).
+    /// The outputs forwarded to `hop` now (not scheduled for later), decoded (for tests).
     pub fn forwarded<T: serde::de::DeserializeOwned>(&self, hop: Hop) -> Vec<T> {
-        self.emits.iter().filter(|e| e.hop == hop).filter_map(|e| serde_json::from_slice(&e.payload).ok()).collect()
+        self.emits.iter().filter(|e| e.hop == hop && e.at.is_none()).filter_map(|e| serde_json::from_slice(&e.payload).ok()).collect()
     }
 }

@@ -11,9 +11,8 @@
 
 use bytes::Bytes;
 use herald_schemas::{CancelRequest, Status, Timestamp};
-use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Scheduler, Stage, StageError};
+use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Scheduler, Stage, StageError, cancel_marker_key};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// The cancel stage.
 #[derive(Debug)]
@@ -27,11 +26,6 @@ impl<K: KeyValue, S: Scheduler> Cancel<K, S> {
     pub fn new(markers: K, scheduler: S) -> Self {
         Cancel { markers, scheduler }
     }
-}
-
-/// The key of a notification's cancel marker.
-pub fn marker_key(tenant: &str, notification: Uuid) -> String {
-    format!("cancel.{tenant}.{notification}")
 }
 
 /// What a cancel marker records.
@@ -48,7 +42,7 @@ impl<K: KeyValue, S: Scheduler> Stage for Cancel<K, S> {
     async fn process(&self, request: CancelRequest, meta: &Meta) -> Result<Outcome, StageError> {
         let marker = Marker { by: request.by.clone(), at: meta.received_at };
         // The marker first: a copy that fires between the two steps still finds it.
-        self.markers.create(&marker_key(&meta.tenant, request.notification_id), Bytes::from(serde_json::to_vec(&marker)?)).await?;
+        self.markers.create(&cancel_marker_key(&meta.tenant, request.notification_id), Bytes::from(serde_json::to_vec(&marker)?)).await?;
         let removed = self.scheduler.cancel(&meta.tenant, request.notification_id).await?;
         let by = request.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();
         let detail = format!(
@@ -69,6 +63,7 @@ mod tests {
 
     use herald_stage::PortError;
     use herald_stage::memory::MemoryKv;
+    use uuid::Uuid;
 
     use super::*;
 
@@ -94,7 +89,7 @@ mod tests {
         assert_eq!(events[0].status, Status::Cancelled);
         assert_eq!(events[0].notification_id, Some(id));
         assert!(events[0].detail.as_deref().unwrap().contains("2 scheduled copies removed"));
-        assert!(kv.value(&marker_key("acme", id)).is_some(), "the marker is written");
+        assert!(kv.value(&cancel_marker_key("acme", id)).is_some(), "the marker is written");
         assert_eq!(stage.scheduler.0.lock().unwrap().as_slice(), &[("acme".to_owned(), id)]);
         // Idempotent: the same cancel again reports the same event.
         let again = stage.process(request, &Meta::for_tests()).await.unwrap();

@@ -115,7 +115,7 @@ impl<K: KeyValue, C: CapSource> Throttle<K, C> {
     }
 
     async fn cancelled(&self, delivery: &Delivery) -> Result<bool, StageError> {
-        let key = herald_ingest_marker(&delivery.tenant, delivery.notification_id);
+        let key = herald_stage::cancel_marker_key(&delivery.tenant, delivery.notification_id);
         Ok(self.kv.entry(&key).await?.is_some())
     }
 
@@ -194,11 +194,6 @@ impl<K: KeyValue, C: CapSource> Throttle<K, C> {
             }
         }
     }
-}
-
-/// The cancel marker's key (written by the cancel stage).
-fn herald_ingest_marker(tenant: &str, notification: Uuid) -> String {
-    format!("cancel.{tenant}.{notification}")
 }
 
 impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
@@ -336,18 +331,15 @@ mod tests {
     #[tokio::test]
     async fn quiet_hours_defer_all_but_critical() {
         let stage = throttle("[]");
-        let meta = Meta::for_tests();
-        // Quiet hours around the current time in UTC.
-        let now = meta.received_at.to_zoned(TimeZone::UTC).time();
-        let start = now.checked_sub(jiff::SignedDuration::from_mins(30)).unwrap_or(now);
-        let end = now.checked_add(jiff::SignedDuration::from_mins(30)).unwrap_or(now);
-        let hours = QuietHours { start: start.strftime("%H:%M").to_string(), end: end.strftime("%H:%M").to_string() };
+        // Noon UTC, inside quiet hours 11:30–12:30 UTC.
+        let meta = Meta { received_at: "2026-01-01T12:00:00Z".parse().unwrap(), ..Meta::for_tests() };
+        let hours = QuietHours { start: "11:30".into(), end: "12:30".into() };
         let quiet = Delivery { quiet_hours: Some(hours.clone()), timezone: Some("UTC".into()), ..delivery(1) };
         let out = stage.process(quiet.clone(), &meta).await.unwrap();
         assert_eq!(statuses(&out), vec![Status::Deferred]);
         assert_eq!(out.events()[0].reason.as_deref(), Some("quiet_hours"));
         let until = out.deferred::<Delivery>(Hop::Throttle)[0].1;
-        assert!(until > meta.received_at && until <= meta.received_at + jiff::SignedDuration::from_mins(31));
+        assert_eq!(until, "2026-01-01T12:30:00Z".parse().unwrap());
         let critical = stage.process(Delivery { priority: Priority::Critical, ..quiet.clone() }, &meta).await.unwrap();
         assert_eq!(critical.forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1, "critical goes at once");
         // One that would expire during the quiet hours expires instead.
@@ -360,7 +352,7 @@ mod tests {
         let stage = throttle("[]");
         let meta = Meta::for_tests();
         let scheduled = Delivery { scheduled_for: Some(meta.received_at), ..delivery(1) };
-        stage.kv.set(&herald_ingest_marker("acme", scheduled.notification_id), Bytes::from_static(b"{}"));
+        stage.kv.set(&herald_stage::cancel_marker_key("acme", scheduled.notification_id), Bytes::from_static(b"{}"));
         assert_eq!(statuses(&stage.process(scheduled, &meta).await.unwrap()), vec![Status::Cancelled]);
     }
 
@@ -368,7 +360,8 @@ mod tests {
     async fn a_long_wait_comes_back_at_the_horizon_and_a_copy_due_is_never_early() {
         let stage = throttle(r#"[{"name":"daily","scope":"user","limit":1,"window":"24h","policy":"defer"}]"#)
             .with_defer_horizon(Duration::from_secs(3600));
-        let meta = Meta::for_tests();
+        // A minute into a UTC day: the daily window ends in 23 h 59 m, far past the horizon.
+        let meta = Meta { received_at: "2026-01-01T00:01:00Z".parse().unwrap(), ..Meta::for_tests() };
         stage.process(delivery(1), &meta).await.unwrap();
         let out = stage.process(delivery(2), &meta).await.unwrap();
         let (copy, until) = out.deferred::<Delivery>(Hop::Throttle).remove(0);

@@ -73,7 +73,7 @@ pub(super) async fn put_preferences(
 ) -> Answer<StatusCode> {
     let preferences: Preferences =
         serde_json::from_value(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
-    preferences.validate().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.detail))?;
+    preferences.validate()?;
     s.store.put_preferences(&tenant, &user, &preferences).await?;
     changed(&s, &tenant, Some(&user)).await;
     Ok(StatusCode::NO_CONTENT)
