@@ -7,6 +7,7 @@
 //!   requests, reading the tracking stream, queue depths, KV ports);
 //! - [`server`]: starting real `nats-server` processes (the embedded default and tests).
 
+pub mod alerts;
 pub mod bench;
 mod error;
 pub mod kv;
@@ -27,6 +28,7 @@ use herald_schemas::{TrackEvent, headers};
 use herald_stage::Stage;
 use tokio_util::sync::CancellationToken;
 
+pub use alerts::NatsAlerts;
 pub use error::Error;
 pub use kv::NatsKv;
 pub use provision::{Action, Change, Report};
@@ -124,6 +126,11 @@ impl Nats {
             .await
             .map_err(|e| Error::NotProvisioned { what: format!("kv bucket {bucket}"), detail: e.to_string() })?;
         Ok(NatsKv::new(store, bucket.to_owned()))
+    }
+
+    /// The operators' alerts port.
+    pub fn alerts(&self) -> NatsAlerts {
+        NatsAlerts::new(self.js.clone(), self.topology.clone())
     }
 
     /// The scheduled-message port (cancels).

@@ -121,6 +121,8 @@ struct Shared<S> {
     topology: Arc<Topology>,
     config: RunnerConfig,
     stats: Arc<StageStats>,
+    /// Attempts before a transient failure is dead-lettered.
+    max_attempts: u32,
 }
 
 /// Runs `stage` on `consumer` until `cancel` fires, then drains.
@@ -137,7 +139,11 @@ pub async fn run<S: Stage>(
     let stream = js.get_stream(&consumer_ref.stream).await.map_err(|e| Error::NotProvisioned { what: what(), detail: e.to_string() })?;
     let consumer: PullConsumer =
         stream.get_consumer(&consumer_ref.durable).await.map_err(|e| Error::NotProvisioned { what: what(), detail: e.to_string() })?;
-    let shared = Arc::new(Shared { stage, cancel: cancel.clone(), js: js.clone(), topology, config: config.clone(), stats });
+    // The consumer's own limit (one more than the runner's, see `Topology::consumers`): deliver
+    // consumers allow more attempts than the others.
+    let max_deliver = consumer.cached_info().config.max_deliver;
+    let max_attempts = if max_deliver > 1 { u32::try_from(max_deliver - 1).unwrap_or(u32::MAX) } else { topology.config.max_deliveries };
+    let shared = Arc::new(Shared { stage, cancel: cancel.clone(), js: js.clone(), topology, config: config.clone(), stats, max_attempts });
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut tasks = JoinSet::new();
     info!(stage = S::NAME, consumer = %consumer_ref.durable, "Stage started.");
@@ -220,14 +226,7 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
     let sequence = info.stream_sequence;
     let stored_at = jiff::Timestamp::from_nanosecond(info.published.unix_timestamp_nanos()).unwrap_or_else(|_| jiff::Timestamp::now());
     let tenant = shared.topology.tenant_of(&message.subject).unwrap_or("unknown").to_owned();
-    let meta = Meta {
-        tenant,
-        sequence,
-        attempt,
-        max_attempts: shared.topology.config.max_deliveries,
-        stored_at,
-        received_at: jiff::Timestamp::now(),
-    };
+    let meta = Meta { tenant, sequence, attempt, max_attempts: shared.max_attempts, stored_at, received_at: jiff::Timestamp::now() };
     let span = info_span!("message", stage = S::NAME, subject = %message.subject, sequence, attempt);
     async {
         if attempt > meta.max_attempts {

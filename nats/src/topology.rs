@@ -4,12 +4,14 @@
 //! Streams are file-backed with limits retention and a max age, so operators can replay a range.
 //! Each stage reads one stream through durable pull consumers shared by all its replicas:
 //! one per priority lane (`critical`, `high`, `normal`, `low`), so urgent work never queues
-//! behind a backlog of less urgent work, and for deliver one per channel and lane, so a dead
-//! provider stalls only its own channel. Track has a single lane: events are not deliveries.
+//! behind a backlog of less urgent work, and for deliver one per route (provider queue: `apns`,
+//! `fcm`, `web_push`, `sms` …) and lane, so a dead provider stalls only its own route. Track has
+//! a single lane: events are not deliveries.
 //!
 //! Subjects: `<p>.requests.<tenant>[.<lane>]`, `<p>.stage.<stage>.<lane>.<tenant>`,
-//! `<p>.stage.deliver.<channel>.<lane>.<tenant>`, `<p>.stage.track.<tenant>`,
-//! `<p>.cancel.<tenant>`, `<p>.events.<tenant>.<status>`, `<p>.dlq.<stage>.<tenant>`. Scheduled
+//! `<p>.stage.deliver.<route>.<lane>.<tenant>`, `<p>.stage.track.<tenant>`,
+//! `<p>.cancel.<tenant>`, `<p>.events.<tenant>.<status>`, `<p>.dlq.<stage>.<tenant>`,
+//! `<p>.alerts.<kind>`. Scheduled
 //! copies (a `send_at`, a deferral) wait in the enrich and throttle streams on
 //! `<p>.schedule.<stage>.<tenant>.<notification>.<key>`, which no consumer reads: the server
 //! publishes them to their stage's subject when they are due (`Nats-Schedule`).
@@ -17,7 +19,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, kv, object_store, stream};
-use herald_schemas::{Channel, Priority};
+use herald_schemas::{Priority, Route};
 use herald_stage::Hop;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -44,6 +46,9 @@ pub struct TopologyConfig {
     pub ack_wait: Duration,
     /// Deliveries of one message before the runner dead-letters it.
     pub max_deliveries: u32,
+    /// The same for the deliver consumers: the ceiling of every provider's own `retry.attempts`
+    /// (provider calls are retried over about an hour, not seconds).
+    pub deliver_max_deliveries: u32,
     /// Messages a consumer may have out unacknowledged across all replicas of its stage.
     pub max_ack_pending: i64,
     /// How long a producer's idempotency key is remembered.
@@ -68,6 +73,7 @@ impl Default for TopologyConfig {
             replicas: 1,
             ack_wait: Duration::from_secs(30),
             max_deliveries: 5,
+            deliver_max_deliveries: 12,
             max_ack_pending: 20_000,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -107,6 +113,7 @@ pub mod role {
     pub const EVENTS: &str = "EVENTS";
     pub const DLQ: &str = "DLQ";
     pub const CANCEL: &str = "CANCEL";
+    pub const ALERTS: &str = "ALERTS";
 }
 
 /// Stages whose input is split into priority lanes.
@@ -182,6 +189,11 @@ impl Topology {
     }
 
     /// The (core NATS) subject on which directory changes are announced.
+    /// The subject of an operators' alert of `kind` (e.g. `breaker_opened`).
+    pub fn alerts_subject(&self, kind: &str) -> String {
+        format!("{}.alerts.{kind}", self.config.prefix)
+    }
+
     pub fn directory_changes_subject(&self, tenant: &str) -> String {
         format!("{}.directory.changed.{tenant}", self.config.prefix)
     }
@@ -206,7 +218,7 @@ impl Topology {
             Hop::Render => format!("{p}.stage.render.{lane}.{tenant}"),
             Hop::Dedupe => format!("{p}.stage.dedupe.{lane}.{tenant}"),
             Hop::Throttle => format!("{p}.stage.throttle.{lane}.{tenant}"),
-            Hop::Deliver(channel) => format!("{p}.stage.deliver.{channel}.{lane}.{tenant}"),
+            Hop::Deliver(route) => format!("{p}.stage.deliver.{route}.{lane}.{tenant}"),
             Hop::Track => format!("{p}.stage.track.{tenant}"),
             Hop::Events => self.events_subject(tenant, suffix.unwrap_or("unknown")),
         }
@@ -230,14 +242,14 @@ impl Topology {
     }
 
     /// The `normal`-lane consumer of a stage (its only one for `track` and `cancel`).
-    /// `channel` picks the deliver consumer of one channel.
-    pub fn consumer(&self, stage: &str, channel: Option<Channel>) -> Option<ConsumerRef> {
-        self.lane_consumer(stage, channel, Priority::Normal)
+    /// `route` picks the deliver consumer of one route.
+    pub fn consumer(&self, stage: &str, route: Option<Route>) -> Option<ConsumerRef> {
+        self.lane_consumer(stage, route, Priority::Normal)
     }
 
     /// The consumer of a stage's `lane`. The `normal` lane's consumer is named after the stage
-    /// (`enrich`, `deliver-email`), the others get the lane appended (`enrich-critical`).
-    pub fn lane_consumer(&self, stage: &str, channel: Option<Channel>, lane: Priority) -> Option<ConsumerRef> {
+    /// (`enrich`, `deliver-apns`), the others get the lane appended (`enrich-critical`).
+    pub fn lane_consumer(&self, stage: &str, route: Option<Route>, lane: Priority) -> Option<ConsumerRef> {
         let role = match stage {
             "ingest" => role::REQUESTS,
             "enrich" => role::ENRICH,
@@ -250,8 +262,8 @@ impl Topology {
             "cancel" => role::CANCEL,
             _ => return None,
         };
-        let base = match (stage, channel) {
-            ("deliver", Some(channel)) => format!("deliver-{channel}"),
+        let base = match (stage, route) {
+            ("deliver", Some(route)) => format!("deliver-{route}"),
             ("deliver", None) => return None,
             _ => stage.to_owned(),
         };
@@ -265,11 +277,11 @@ impl Topology {
     }
 
     /// Every consumer of a stage: one per lane, or its only one.
-    pub fn stage_consumers(&self, stage: &str, channel: Option<Channel>) -> Vec<ConsumerRef> {
+    pub fn stage_consumers(&self, stage: &str, route: Option<Route>) -> Vec<ConsumerRef> {
         if LANED.contains(&stage) {
-            Priority::ALL.iter().filter_map(|&lane| self.lane_consumer(stage, channel, lane)).collect()
+            Priority::ALL.iter().filter_map(|&lane| self.lane_consumer(stage, route, lane)).collect()
         } else {
-            self.consumer(stage, channel).into_iter().collect()
+            self.consumer(stage, route).into_iter().collect()
         }
     }
 
@@ -312,11 +324,12 @@ impl Topology {
                 scheduled("throttle"),
                 "Deliveries waiting for caps, quiet hours and priorities, and deferred ones",
             )),
-            spec(role::DELIVER, vec![format!("{p}.stage.deliver.*.*.*")], "Deliveries waiting for their channel's provider"),
+            spec(role::DELIVER, vec![format!("{p}.stage.deliver.*.*.*")], "Deliveries waiting for their provider, one subject per route"),
             spec(role::TRACK, vec![format!("{p}.stage.track.*")], "Stage events on their way to the tracking stream"),
             spec(role::EVENTS, vec![format!("{p}.events.*.*")], "The tracking stream: every state change of every notification"),
             spec(role::DLQ, vec![format!("{p}.dlq.*.*")], "Dead letters: messages a stage gave up on, with the reason in headers"),
             spec(role::CANCEL, vec![format!("{p}.cancel.*")], "Producers' cancels of scheduled and deferred notifications"),
+            spec(role::ALERTS, vec![format!("{p}.alerts.*")], "Operators' alerts: provider breakers opening and closing"),
         ]
     }
 
@@ -340,9 +353,13 @@ impl Topology {
             ..Default::default()
         };
         let mut consumers = Vec::new();
-        let mut add = |stage: &str, channel: Option<Channel>, lane: Priority, filter: String| {
-            if let Some(c) = self.lane_consumer(stage, channel, lane) {
-                consumers.push((c.stream, durable(c.durable, filter)));
+        let mut add = |stage: &str, route: Option<Route>, lane: Priority, filter: String| {
+            if let Some(c) = self.lane_consumer(stage, route, lane) {
+                let mut config = durable(c.durable, filter);
+                if stage == "deliver" {
+                    config.max_deliver = i64::from(self.config.deliver_max_deliveries) + 1;
+                }
+                consumers.push((c.stream, config));
             }
         };
         for lane in Priority::ALL {
@@ -350,8 +367,8 @@ impl Topology {
             for stage in ["enrich", "fanout", "render", "dedupe", "throttle"] {
                 add(stage, None, lane, format!("{p}.stage.{stage}.{lane}.*"));
             }
-            for channel in Channel::ALL {
-                add("deliver", Some(channel), lane, format!("{p}.stage.deliver.{channel}.{lane}.*"));
+            for route in Route::ALL {
+                add("deliver", Some(route), lane, format!("{p}.stage.deliver.{route}.{lane}.*"));
             }
         }
         add("track", None, Priority::Normal, format!("{p}.stage.track.*"));
@@ -425,8 +442,8 @@ mod tests {
         let cases = [
             (t.requests_subject("acme"), Some("acme")),
             (t.hop_subject(Hop::Enrich, "acme", None), Some("acme")),
-            (t.hop_subject(Hop::Deliver(Channel::WebPush), "acme", None), Some("acme")),
-            (t.lane_subject(Hop::Deliver(Channel::WebPush), Some(Priority::Critical), "acme", None), Some("acme")),
+            (t.hop_subject(Hop::Deliver(Route::WebPush), "acme", None), Some("acme")),
+            (t.lane_subject(Hop::Deliver(Route::WebPush), Some(Priority::Critical), "acme", None), Some("acme")),
             (t.lane_subject(Hop::Dedupe, Some(Priority::Low), "acme", None), Some("acme")),
             (t.requests_lane_subject("acme", Priority::High), Some("acme")),
             (t.cancel_subject("acme"), Some("acme")),
@@ -445,7 +462,7 @@ mod tests {
         let t = topology();
         let streams = t.streams();
         let mut hops: Vec<Hop> = vec![Hop::Enrich, Hop::Fanout, Hop::Render, Hop::Dedupe, Hop::Throttle, Hop::Track, Hop::Events];
-        hops.extend(Channel::ALL.map(Hop::Deliver));
+        hops.extend(Route::ALL.map(Hop::Deliver));
         let consumers = t.consumers();
         for hop in hops {
             for lane in Priority::ALL {
@@ -487,7 +504,7 @@ mod tests {
         let t = topology();
         assert_eq!(t.consumer("enrich", None).unwrap().durable, "enrich");
         assert_eq!(t.lane_consumer("enrich", None, Priority::Critical).unwrap().durable, "enrich-critical");
-        assert_eq!(t.lane_consumer("deliver", Some(Channel::Email), Priority::Low).unwrap().durable, "deliver-email-low");
+        assert_eq!(t.lane_consumer("deliver", Some(Route::Email), Priority::Low).unwrap().durable, "deliver-email-low");
         assert_eq!(t.stage_consumers("throttle", None).len(), 4);
         assert_eq!(t.stage_consumers("track", None).len(), 1);
         assert_eq!(t.stage_consumers("cancel", None)[0].durable, "cancel");

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use herald_deliver::{Deliver, DeliverConfig, Provider, Providers, Receipt, SendFuture};
 use herald_nats::server::NatsServer;
 use herald_nats::{Nats, NatsKv, RunnerConfig, StageStats, Topology, TopologyConfig};
-use herald_schemas::{Channel, Delivery, Status, TrackEvent};
+use herald_schemas::{Delivery, Route, Status, TrackEvent};
 use herald_stage::{Created, Entry, Hop, KeyValue, Meta, Outcome, PortError, RawRequest, Stage, StageError, Swapped};
 use herald_track::Track;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ async fn setup(topology: TopologyConfig) -> (NatsServer, Nats) {
 }
 
 /// Runs `stage` on `consumer` and the track stage beside it until `cancel` fires.
-fn run<S: Stage>(nats: &Nats, stage: S, consumer: (&str, Option<Channel>), config: RunnerConfig, cancel: &CancellationToken) {
+fn run<S: Stage>(nats: &Nats, stage: S, consumer: (&str, Option<Route>), config: RunnerConfig, cancel: &CancellationToken) {
     let consumer = nats.topology().consumer(consumer.0, consumer.1).unwrap();
     let (n, c, cfg) = (nats.clone(), cancel.clone(), config.clone());
     tokio::spawn(async move { n.run_stage(stage, consumer, cfg, Arc::new(StageStats::default()), c).await });
@@ -217,12 +217,12 @@ async fn when_the_state_write_fails_after_the_provider_accepted_the_provider_is_
 
     let failing = Arc::new(AtomicU32::new(0));
     let provider = Arc::new(Counting { calls: Mutex::new(0), break_store: failing.clone() });
-    let providers = Arc::new(Providers::new().with(Channel::Log, provider.clone(), 4));
-    let stage = Deliver::new(Channel::Log, providers, Flaky { inner: kv.clone(), failing: failing.clone() }, DeliverConfig::default());
-    let deliver_subject = nats.topology().hop_subject(Hop::Deliver(Channel::Log), "acme", None);
+    let providers = Arc::new(Providers::new().with(Route::Log, provider.clone(), 4));
+    let stage = Deliver::new(Route::Log, providers, Flaky { inner: kv.clone(), failing: failing.clone() }, DeliverConfig::default());
+    let deliver_subject = nats.topology().hop_subject(Hop::Deliver(Route::Log), "acme", None);
     nats.publish_raw(&deliver_subject, Bytes::from(serde_json::to_vec(&delivery).unwrap())).await.unwrap();
     let cancel = CancellationToken::new();
-    run(&nats, stage, ("deliver", Some(Channel::Log)), RunnerConfig::default(), &cancel);
+    run(&nats, stage, ("deliver", Some(Route::Log)), RunnerConfig::default(), &cancel);
     let events = wait_for(&nats, Status::Sent).await;
     // Longer than the ack wait: a redelivery, had there been one, would have come by now.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::ValueEnum;
 use herald_dedupe::Dedupe;
-use herald_deliver::{Deliver, Providers};
+use herald_deliver::{Deliver, ProviderPorts, Providers};
 use herald_enrich::{Enrich, Fanout};
 use herald_ingest::{Cancel, Ingest};
 use herald_nats::server::{NatsServer, ServerOptions};
 use herald_nats::{Nats, StageStats, Topology};
 use herald_render::{NoTracking, Render};
-use herald_schemas::{Channel, Priority};
+use herald_schemas::{Priority, Route};
 use herald_stage::Stage;
 use herald_throttle::Throttle;
 use herald_track::Track;
@@ -21,7 +21,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use herald_store::{CAPS_CHANGE, CachedCaps, CachedDirectory, CachedTemplates, Store, TEMPLATE_CHANGE_PREFIX};
+use herald_store::{
+    CAPS_CHANGE, CachedCaps, CachedCredentials, CachedDirectory, CachedTemplates, PROVIDERS_CHANGE, Store, StoreDevices,
+    TEMPLATE_CHANGE_PREFIX,
+};
 
 use crate::config::Config;
 
@@ -50,9 +53,14 @@ impl StageKind {
         StageKind::Track,
     ];
 
-    /// Whether the stage reads the store (the directory, the templates, tenants' caps).
-    pub fn needs_store(self) -> bool {
-        matches!(self, StageKind::Enrich | StageKind::Fanout | StageKind::Render | StageKind::Throttle)
+    /// Whether the stage reads the store (the directory, the templates, tenants' caps, for
+    /// deliver on `routes` tenants' provider credentials).
+    pub fn needs_store(self, routes: &[Route]) -> bool {
+        match self {
+            StageKind::Enrich | StageKind::Fanout | StageKind::Render | StageKind::Throttle => true,
+            StageKind::Deliver => routes.iter().any(|r| matches!(r, Route::Apns | Route::Fcm | Route::WebPush)),
+            _ => false,
+        }
     }
 }
 
@@ -96,10 +104,19 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// Opens the store when `which` needs it.
-    pub async fn load(config: &Config, which: &[StageKind]) -> anyhow::Result<Self> {
-        let store = if which.iter().any(|k| k.needs_store()) { Some(Store::open(&config.store).await?) } else { None };
+    /// Opens the store when `which` needs it (deliver on `routes`, default: every enabled one).
+    pub async fn load(config: &Config, which: &[StageKind], routes: Option<&[Route]>) -> anyhow::Result<Self> {
+        let routes = deliver_routes(config, routes);
+        let store = if which.iter().any(|k| k.needs_store(&routes)) { Some(Store::open(&config.store).await?) } else { None };
         Ok(Resources { store })
+    }
+}
+
+/// The deliver routes a process runs: `routes`, or every route of the enabled channels.
+pub fn deliver_routes(config: &Config, routes: Option<&[Route]>) -> Vec<Route> {
+    match routes {
+        Some(routes) => routes.to_vec(),
+        None => config.enrich.enabled_channels.iter().flat_map(|&c| Route::of_channel(c)).collect(),
     }
 }
 
@@ -139,32 +156,35 @@ impl Running {
     }
 }
 
-/// Starts the chosen stages. `channels` narrows deliver to some channels (default: every
-/// enabled channel).
+/// Starts the chosen stages. `routes` narrows deliver to some routes (default: every route of
+/// the enabled channels).
 pub async fn start(
     nats: &Nats,
     config: &Config,
     resources: Resources,
     which: &[StageKind],
-    channels: Option<&[Channel]>,
+    routes: Option<&[Route]>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Running> {
     let mut running = Running { tasks: JoinSet::new(), stats: Stats::new() };
     let topology = nats.topology().clone();
-    // One cache each of contacts, templates and tenants' caps for the process, in front of the
-    // store, evicted by change messages: a user id, `*` for the whole tenant, `template/<id>` or
-    // `caps/`.
+    // One cache each of contacts, templates, tenants' caps and provider credentials for the
+    // process, in front of the store, evicted by change messages: a user id, `*` for the whole
+    // tenant, `template/<id>`, `caps/` or `providers/`.
     let caches = match &resources.store {
         Some(store) => {
             let contacts = CachedDirectory::new(store.clone(), &config.cache);
             let templates = CachedTemplates::new(store.clone(), &config.cache);
             let caps = CachedCaps::new(store.clone(), &config.cache);
+            let credentials = CachedCredentials::new(store.clone(), &config.cache);
             let mut changes = Box::pin(nats.directory_changes().await?);
-            let (evict_contacts, evict_templates, evict_caps) = (contacts.clone(), templates.clone(), caps.clone());
+            let (evict_contacts, evict_templates, evict_caps, evict_credentials) =
+                (contacts.clone(), templates.clone(), caps.clone(), credentials.clone());
             tokio::spawn(async move {
                 while let Some((tenant, what)) = futures::StreamExt::next(&mut changes).await {
                     match what.as_deref() {
                         Some(CAPS_CHANGE) => evict_caps.invalidate(&tenant),
+                        Some(PROVIDERS_CHANGE) => evict_credentials.invalidate(&tenant),
                         Some(what) => match what.strip_prefix(TEMPLATE_CHANGE_PREFIX) {
                             Some(template) => evict_templates.invalidate(&tenant, Some(template)),
                             None => evict_contacts.invalidate(&tenant, Some(what)),
@@ -173,19 +193,40 @@ pub async fn start(
                             evict_contacts.invalidate(&tenant, None);
                             evict_templates.invalidate(&tenant, None);
                             evict_caps.invalidate(&tenant);
+                            evict_credentials.invalidate(&tenant);
                         }
                     }
                 }
             });
-            Some((contacts, templates, caps))
+            Some((contacts, templates, caps, credentials))
         }
         None => None,
     };
     let directory = || caches.as_ref().map(|c| c.0.clone()).context("the store is not open in this process");
     let templates = || caches.as_ref().map(|c| c.1.clone()).context("the store is not open in this process");
     let tenant_caps = || caches.as_ref().map(|c| c.2.clone()).context("the store is not open in this process");
-    // The registry and its permits are shared by every lane: one concurrency budget per route.
-    let providers = Arc::new(Providers::from_config(&config.deliver)?);
+    // The registry, its permits and breakers are shared by every lane: one concurrency budget
+    // and one breaker per route. Push providers read tenants' credentials from the store.
+    let ports = match (&resources.store, &caches) {
+        (Some(store), Some(caches)) => {
+            let announcer = nats.clone();
+            let announce = move |tenant: String, user: String| {
+                let nats = announcer.clone();
+                async move {
+                    if let Err(error) = nats.publish_directory_change(&tenant, Some(&user)).await {
+                        warn!(%error, tenant, user, "Could not announce a disabled device; caches forget it within their TTL.");
+                    }
+                }
+            };
+            Some(ProviderPorts {
+                credentials: Arc::new(caches.3.clone()),
+                devices: Arc::new(StoreDevices { store: store.clone(), announce }),
+                alerts: Arc::new(nats.alerts()),
+            })
+        }
+        _ => None,
+    };
+    let providers = Arc::new(Providers::from_config(&config.deliver, ports)?);
     // Urgent lanes run on a connection and a thread of their own: nothing of theirs queues in a
     // socket behind the bulk lanes' traffic, or in a scheduler behind their tasks.
     let urgent_runtime = urgent_runtime()?;
@@ -240,18 +281,23 @@ pub async fn start(
                     spawn(&mut running, (nats, lanes, runtime), config, throttle, None, cancel);
                 }
                 StageKind::Deliver => {
-                    // The registry decides which provider serves each (tenant, channel); the stage
+                    // The registry decides which provider serves each (tenant, route); the stage
                     // never names one.
-                    let wanted = channels.unwrap_or(&config.enrich.enabled_channels);
-                    for &channel in wanted {
+                    for route in deliver_routes(config, routes) {
                         anyhow::ensure!(
-                            providers.channels().contains(&channel),
-                            "channel `{channel}` has no provider in this version (providers serve {:?}); remove it from enrich.enabled_channels",
-                            providers.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>()
+                            providers.routes().contains(&route),
+                            "route `{route}` (channel `{}`) has no provider in this process (providers serve {:?}); remove the channel from enrich.enabled_channels{}",
+                            route.channel(),
+                            providers.routes().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                            if matches!(route, Route::Apns | Route::Fcm | Route::WebPush) {
+                                ", or run deliver where the store is open"
+                            } else {
+                                ""
+                            }
                         );
                         let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                        let deliver = Deliver::new(channel, providers.clone(), kv, config.deliver.clone());
-                        spawn(&mut running, (nats, lanes, runtime), config, deliver, Some(channel), cancel);
+                        let deliver = Deliver::new(route, providers.clone(), kv, config.deliver.clone());
+                        spawn(&mut running, (nats, lanes, runtime), config, deliver, Some(route), cancel);
                     }
                 }
                 StageKind::Track => spawn(&mut running, (nats, lanes, runtime), config, Track, None, cancel),
@@ -269,15 +315,15 @@ fn spawn<S: Stage>(
     (nats, lanes, runtime): (&Nats, &[Priority], &tokio::runtime::Handle),
     config: &Config,
     stage: S,
-    channel: Option<Channel>,
+    route: Option<Route>,
     cancel: &CancellationToken,
 ) {
     let stage = Arc::new(stage);
     let topology = nats.topology();
     let consumers: Vec<_> = if topology.is_laned(S::NAME) {
-        lanes.iter().filter_map(|&lane| topology.lane_consumer(S::NAME, channel, lane)).collect()
+        lanes.iter().filter_map(|&lane| topology.lane_consumer(S::NAME, route, lane)).collect()
     } else if lanes.contains(&Priority::Normal) {
-        topology.consumer(S::NAME, channel).into_iter().collect()
+        topology.consumer(S::NAME, route).into_iter().collect()
     } else {
         Vec::new()
     };

@@ -70,7 +70,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let nats = Nats::connect(server.url(), "herald-bench", Topology::new(config.topology.clone())?).await?;
     nats.provision().await?;
     config.store = herald_store::StoreConfig { url: "mem://".into(), ..config.store.clone() };
-    let resources = Resources::load(&config, &StageKind::ALL).await?;
+    let resources = Resources::load(&config, &StageKind::ALL, None).await?;
     if let Some(store) = &resources.store {
         let users: Vec<ImportLine> =
             (0..n.max(m)).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();
@@ -192,7 +192,7 @@ async fn priority_run(url: &str, base: &Config, users: usize, backlog: usize, pr
     config.topology = herald_nats::TopologyConfig { prefix: "benchp".into(), ..config.topology.clone() };
     let nats = Nats::connect(url, "herald-bench-priorities", Topology::new(config.topology.clone())?).await?;
     nats.provision().await?;
-    let resources = Resources::load(&config, &StageKind::ALL).await?;
+    let resources = Resources::load(&config, &StageKind::ALL, None).await?;
     if let Some(store) = &resources.store {
         let mut lines: Vec<ImportLine> =
             (0..users).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();

@@ -57,7 +57,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
-    let resources = Resources::load(config, &StageKind::ALL).await?;
+    let resources = Resources::load(config, &StageKind::ALL, None).await?;
     if let Some(store) = &resources.store {
         let (lines, errors) = herald_schemas::api::parse_import(SAMPLE_DIRECTORY, 1);
         anyhow::ensure!(errors.is_empty(), "the sample directory is invalid: {errors:?}");

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herald_schemas::Channel;
+use herald_schemas::{Channel, Route};
 
 use herald::app::StageKind;
-use herald::cli::{caps, directory, events, send, serve, templates};
+use herald::cli::{caps, directory, events, providers, send, serve, templates};
 use herald::{bench, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
@@ -45,9 +45,13 @@ enum Command {
         /// Which stages.
         #[arg(value_enum, required = true, num_args = 1..)]
         names: Vec<StageKind>,
-        /// For `deliver`: only these channels (repeatable). Default: every enabled channel.
+        /// For `deliver`: only these channels' routes (repeatable). Default: every enabled channel.
         #[arg(long = "channel", value_name = "CHANNEL")]
         channels: Vec<Channel>,
+        /// For `deliver`: only these routes (repeatable): apns, fcm, web_push, sms, voice, email,
+        /// webhook, in_app, log. An APNs outage then stalls only the processes serving apns.
+        #[arg(long = "route", value_name = "ROUTE")]
+        routes: Vec<Route>,
     },
 
     /// Run only the admin API (the directory: users, devices, preferences, groups, import; and
@@ -76,6 +80,10 @@ enum Command {
     /// A tenant's frequency caps through the admin API: show (its own or the defaults), set
     /// from a JSON file, reset to the defaults.
     Caps(caps::CapsArgs),
+
+    /// A tenant's provider credentials through the admin API (APNs keys, FCM service accounts,
+    /// VAPID keys): list (secrets redacted), set from a JSON file, delete. Stored sealed.
+    Providers(providers::ProvidersArgs),
 
     /// Read the tracking stream.
     Events {
@@ -167,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Up => serve::up(&config).await,
-        Command::Stage { names, channels } => serve::stage(&config, &names, channels).await,
+        Command::Stage { names, channels, routes } => serve::stage(&config, &names, channels, routes).await,
         Command::Api => serve::api(&config).await,
         Command::Directory(args) => directory::run(&config, args).await,
         Command::Templates(args) => templates::run(&config, args).await,
@@ -175,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::send(&config, args).await,
         Command::Cancel(args) => send::cancel(&config, args).await,
         Command::Caps(args) => caps::run(&config, args).await,
+        Command::Providers(args) => providers::run(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }

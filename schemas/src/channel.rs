@@ -6,8 +6,10 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A way of reaching a person. Each channel has its own deliver consumer, so a provider outage
-/// on one channel never stalls the others.
+use crate::directory::Platform;
+
+/// A way of reaching a person. Each channel is served by one or more deliver [`Route`]s, each
+/// with its own consumers, so a provider outage on one never stalls the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
@@ -68,9 +70,117 @@ impl FromStr for Channel {
     }
 }
 
+/// A deliver route: the provider queue a delivery waits on. `push` splits by the device's
+/// platform into `apns` and `fcm`, so an outage of one never slows the other; every other
+/// channel is its own route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// iOS push through APNs.
+    Apns,
+    /// Android push through FCM.
+    Fcm,
+    WebPush,
+    Sms,
+    Voice,
+    Email,
+    Webhook,
+    InApp,
+    Log,
+}
+
+impl Route {
+    /// Every route, in a stable order.
+    pub const ALL: [Route; 9] =
+        [Route::Apns, Route::Fcm, Route::WebPush, Route::Sms, Route::Voice, Route::Email, Route::Webhook, Route::InApp, Route::Log];
+
+    /// The route of a delivery on `channel` to a device of `platform`. A push without a platform
+    /// goes to APNs, as render sizes it.
+    pub fn of(channel: Channel, platform: Option<Platform>) -> Route {
+        match channel {
+            Channel::Push if platform == Some(Platform::Android) => Route::Fcm,
+            Channel::Push => Route::Apns,
+            Channel::WebPush => Route::WebPush,
+            Channel::Sms => Route::Sms,
+            Channel::Voice => Route::Voice,
+            Channel::Email => Route::Email,
+            Channel::Webhook => Route::Webhook,
+            Channel::InApp => Route::InApp,
+            Channel::Log => Route::Log,
+        }
+    }
+
+    /// The channel the route serves.
+    pub fn channel(self) -> Channel {
+        match self {
+            Route::Apns | Route::Fcm => Channel::Push,
+            Route::WebPush => Channel::WebPush,
+            Route::Sms => Channel::Sms,
+            Route::Voice => Channel::Voice,
+            Route::Email => Channel::Email,
+            Route::Webhook => Channel::Webhook,
+            Route::InApp => Channel::InApp,
+            Route::Log => Channel::Log,
+        }
+    }
+
+    /// The routes of `channel`.
+    pub fn of_channel(channel: Channel) -> Vec<Route> {
+        Route::ALL.into_iter().filter(|r| r.channel() == channel).collect()
+    }
+
+    /// The route's name in subjects and consumer names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Apns => "apns",
+            Route::Fcm => "fcm",
+            Route::WebPush => "web_push",
+            Route::Sms => "sms",
+            Route::Voice => "voice",
+            Route::Email => "email",
+            Route::Webhook => "webhook",
+            Route::InApp => "in_app",
+            Route::Log => "log",
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a route name that does not exist.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown route `{0}`: expected one of apns, fcm, web_push, sms, voice, email, webhook, in_app, log")]
+pub struct UnknownRoute(pub String);
+
+impl FromStr for Route {
+    type Err = UnknownRoute;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Route::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRoute(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_splits_by_platform_and_every_route_serves_its_channel() {
+        assert_eq!(Route::of(Channel::Push, Some(Platform::Android)), Route::Fcm);
+        assert_eq!(Route::of(Channel::Push, Some(Platform::Ios)), Route::Apns);
+        assert_eq!(Route::of(Channel::Push, None), Route::Apns);
+        for route in Route::ALL {
+            assert_eq!(route.as_str().parse::<Route>().unwrap(), route);
+            assert!(Route::of_channel(route.channel()).contains(&route));
+        }
+        for channel in Channel::ALL {
+            assert!(!Route::of_channel(channel).is_empty(), "{channel} has no route");
+        }
+    }
 
     #[test]
     fn names_round_trip_through_serde_and_from_str() {

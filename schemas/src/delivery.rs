@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::directory::{Platform, QuietHours};
-use crate::{Channel, JsonObject, Priority, Timestamp};
+use crate::directory::{Environment, Platform, QuietHours};
+use crate::{Channel, JsonObject, Priority, Route, Timestamp};
 
 /// The unit of work from enrich to deliver. Enrich creates it; render fills `content`; dedupe,
 /// throttle and deliver decide whether and when it goes out.
@@ -36,6 +36,10 @@ pub struct Delivery {
     /// A PushKit VoIP token (APNs push type `voip`, 5120-byte payloads).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub voip: bool,
+    /// For `push` and `web_push`: the directory device the address belongs to, so deliver can
+    /// pick the app's credentials and disable the device when its provider says it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +98,28 @@ pub struct ClaimRef {
     pub sequence: u64,
     /// The state's revision in the dedupe bucket.
     pub revision: u64,
+}
+
+/// The device a push delivery goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRef {
+    /// The tenant's id of the device.
+    pub id: String,
+    /// Bundle id (APNs topic), Android package name or web app id: which of the tenant's
+    /// credentials sign the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// APNs environment of the token (which APNs host serves it).
+    #[serde(default)]
+    pub environment: Environment,
+}
+
+impl Delivery {
+    /// The deliver route the delivery waits on.
+    pub fn route(&self) -> Route {
+        Route::of(self.channel, self.platform)
+    }
 }
 
 /// The rendered message, by part name.

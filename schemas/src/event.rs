@@ -94,6 +94,10 @@ pub enum Status {
     Held,
     /// A permanent failure for this delivery (unknown recipient, invalid token …).
     Failed,
+    /// The provider said the device's token (or web push subscription) is gone for good
+    /// (`reason` is its code, e.g. `Unregistered`): the device is disabled in the directory and
+    /// never tried again until the app registers it anew. Reported beside the delivery's `failed`.
+    TokenInvalidated,
     /// The message could not be processed after its retries and sits in the dead-letter stream.
     DeadLettered,
 }
@@ -121,6 +125,7 @@ impl Status {
             Status::Retrying => "retrying",
             Status::Held => "held",
             Status::Failed => "failed",
+            Status::TokenInvalidated => "token_invalidated",
             Status::DeadLettered => "dead_lettered",
         }
     }

@@ -8,6 +8,7 @@
 //! This crate does no I/O. It holds the types, their validation rules, the deterministic id
 //! derivations every stage relies on for idempotency, and the header names of the wire protocol.
 
+pub mod alert;
 pub mod api;
 pub mod caps;
 pub mod channel;
@@ -18,17 +19,20 @@ pub mod fanout;
 pub mod headers;
 pub mod ids;
 pub mod notification;
+pub mod providers;
 pub mod request;
 mod schema;
 pub mod secret;
 pub mod template;
 
+pub use alert::{Alert, AlertKind};
 pub use caps::{Cap, CapPolicy, CapScope, TenantCaps, WindowKind};
-pub use channel::Channel;
-pub use delivery::{ClaimRef, Content, DedupeKey, Delivery, SmsEncoding, SmsInfo};
+pub use channel::{Channel, Route};
+pub use delivery::{ClaimRef, Content, DedupeKey, Delivery, DeviceRef, SmsEncoding, SmsInfo};
 pub use event::{Status, TrackEvent};
 pub use fanout::FanoutPage;
 pub use notification::{CancelRequest, Notification};
+pub use providers::{CredentialKey, Credentials};
 pub use request::{NotificationRequest, Priority, Recipient, ValidationError, parse_duration};
 pub use schema::{SchemaFile, schema_files};
 pub use secret::Secret;

@@ -4,7 +4,7 @@ use schemars::{JsonSchema, schema_for};
 
 use crate::caps::TenantCaps;
 use crate::directory::ImportLine;
-use crate::{CancelRequest, Delivery, FanoutPage, Notification, NotificationRequest, TemplateSpec, TrackEvent};
+use crate::{Alert, CancelRequest, Credentials, Delivery, FanoutPage, Notification, NotificationRequest, TemplateSpec, TrackEvent};
 
 /// One generated schema file.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub fn schema_files() -> Vec<SchemaFile> {
         file::<TemplateSpec>("template-spec.v1.schema.json"),
         file::<CancelRequest>("cancel-request.v1.schema.json"),
         file::<TenantCaps>("tenant-caps.v1.schema.json"),
+        file::<Alert>("alert.v1.schema.json"),
+        file::<Credentials>("provider-credentials.v1.schema.json"),
     ]
 }
 

@@ -91,6 +91,7 @@ admin_token = "{ADMIN_TOKEN}"
 
 [topology]
 max_deliveries = {max_deliveries}
+deliver_max_deliveries = {max_deliveries}
 ack_wait = "{ack_wait}"
 replicas = {replicas}
 {topology_extra}

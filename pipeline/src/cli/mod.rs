@@ -1,4 +1,5 @@
-//! The command line's commands, a module per noun: `directory`, `templates`, `caps`, `send`
+//! The command line's commands, a module per noun: `directory`, `templates`, `caps`,
+//! `providers`, `send`
 //! (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
 //! [`Config`](crate::config::Config); the ones that change the directory or templates go
 //! through the admin API with [`client`].
@@ -7,6 +8,7 @@ pub mod caps;
 pub mod client;
 pub mod directory;
 pub mod events;
+pub mod providers;
 pub mod send;
 pub mod serve;
 pub mod templates;

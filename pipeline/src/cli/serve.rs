@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use herald_http::AppState;
-use herald_schemas::Channel;
+use herald_schemas::{Channel, Route};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Resources, StageKind};
@@ -18,7 +18,7 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     for change in report.changes.iter().filter(|c| !matches!(c.action, herald_nats::Action::Unchanged)) {
         eprintln!("{change}");
     }
-    let resources = Resources::load(config, &StageKind::ALL).await?;
+    let resources = Resources::load(config, &StageKind::ALL, None).await?;
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
     let api = match resources.store.clone() {
@@ -80,16 +80,19 @@ pub async fn api(config: &Config) -> anyhow::Result<()> {
 }
 
 /// `herald stage <name>`.
-pub async fn stage(config: &Config, names: &[StageKind], channels: Vec<Channel>) -> anyhow::Result<()> {
+pub async fn stage(config: &Config, names: &[StageKind], channels: Vec<Channel>, routes: Vec<Route>) -> anyhow::Result<()> {
     let connection = app::connect(config, false).await?;
     let mut names = names.to_vec();
     names.sort();
     names.dedup();
-    let resources = Resources::load(config, &names).await?;
+    let mut routes: Vec<Route> = routes.into_iter().chain(channels.into_iter().flat_map(Route::of_channel)).collect();
+    routes.sort();
+    routes.dedup();
+    let routes = (!routes.is_empty()).then_some(routes);
+    let resources = Resources::load(config, &names, routes.as_deref()).await?;
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
-    let channels = (!channels.is_empty()).then_some(channels);
-    let running = app::start(&connection.nats, config, resources, &names, channels.as_deref(), &cancel).await?;
+    let running = app::start(&connection.nats, config, resources, &names, routes.as_deref(), &cancel).await?;
     running.wait(&cancel).await?;
     connection.nats.flush().await?;
     Ok(())

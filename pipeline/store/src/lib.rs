@@ -1,7 +1,8 @@
 //! The store on SurrealDB, split by aggregate: [`directory`] (users with their devices and
 //! preferences, groups and members) and [`templates`] (immutable template versions), each
 //! implementing the port its stage defines; [`cache`] puts bounded, invalidated caches in front.
-//! The notification log, producer keys and caps will be modules beside them.
+//! [`policies`] (tenants' caps) and [`credentials`] (tenants' provider credentials, sealed at
+//! rest by [`sealed`]). The notification log and producer keys will be modules beside them.
 //!
 //! One code path for every deployment: an embedded `surrealkv://` file by default, `mem://` in
 //! tests, a remote `ws://` server (TiKV-backed for scale) by configuration. The schema is applied
@@ -12,13 +13,16 @@
 //! are one key range, read a page at a time, so a million members never sit in memory at once.
 
 pub mod cache;
+pub mod credentials;
 pub mod directory;
 pub mod policies;
+pub mod sealed;
 pub mod templates;
 #[cfg(test)]
 mod tests;
 
 pub use cache::{CacheConfig, CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_PREFIX};
+pub use credentials::{CachedCredentials, CredentialSummary, PROVIDERS_CHANGE, StoreDevices};
 pub use policies::{CAPS_CHANGE, CachedCaps};
 
 use std::path::PathBuf;
@@ -43,6 +47,13 @@ pub struct StoreConfig {
     /// Credentials for a remote server (root user).
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// The server key that seals tenants' provider secrets at rest: 32 random bytes, base64
+    /// (`openssl rand -base64 32`). Every process sharing a store needs the same one. Unset:
+    /// read from `secret_key_file`.
+    pub secret_key: Option<Secret>,
+    /// Where the server key is kept when `secret_key` is unset; created (mode 0600) with a new
+    /// random key the first time. Back it up with the store: without it the secrets are lost.
+    pub secret_key_file: PathBuf,
 }
 
 impl Default for StoreConfig {
@@ -53,6 +64,8 @@ impl Default for StoreConfig {
             database: "herald".into(),
             username: None,
             password: None,
+            secret_key: None,
+            secret_key_file: PathBuf::from("data/secret.key"),
         }
     }
 }
@@ -108,6 +121,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "directory", include_str!("../migrations/0001_directory.surql")),
     (2, "templates", include_str!("../migrations/0002_templates.surql")),
     (3, "policies", include_str!("../migrations/0003_policies.surql")),
+    (4, "providers", include_str!("../migrations/0004_providers.surql")),
 ];
 
 /// Rows per statement for bulk writes.
@@ -117,12 +131,14 @@ pub(crate) const BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Surreal<Any>,
+    sealer: sealed::Sealer,
 }
 
 impl Store {
     /// Connects, signs in when credentials are configured, and applies pending migrations.
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let open_error = |detail: String| StoreError::Open { url: config.url.clone(), detail };
+        let sealer = sealed::Sealer::from_config(config)?;
         if let Some(path) = config.url.strip_prefix("surrealkv://") {
             std::fs::create_dir_all(PathBuf::from(path).parent().unwrap_or(std::path::Path::new(".")))
                 .map_err(|e| open_error(e.to_string()))?;
@@ -134,7 +150,7 @@ impl Store {
                 .map_err(|e| open_error(format!("sign-in failed: {e}")))?;
         }
         db.use_ns(&config.namespace).use_db(&config.database).await.map_err(|e| open_error(e.to_string()))?;
-        let store = Store { db };
+        let store = Store { db, sealer };
         store.migrate().await?;
         Ok(store)
     }

@@ -153,3 +153,63 @@ async fn a_row_that_does_not_decode_is_a_decode_error_not_an_outage() {
     assert_eq!(port.kind, herald_stage::PortErrorKind::Decode);
     assert!(port.detail.contains("carrier-pigeon"), "{port}");
 }
+
+fn apns_credentials(topic: &str, key: &str) -> herald_schemas::Credentials {
+    herald_schemas::Credentials::Apns(herald_schemas::providers::ApnsCredentials {
+        team_id: "TEAM123456".into(),
+        key_id: "KEY1234567".into(),
+        private_key: herald_schemas::Secret::new(format!("-----BEGIN PRIVATE KEY-----\n{key}\n-----END PRIVATE KEY-----\n")),
+        topic: topic.into(),
+    })
+}
+
+#[tokio::test]
+async fn credentials_are_sealed_revised_and_resolved_by_app_then_default() {
+    use herald_deliver::ports::CredentialStore;
+    let store = memory().await;
+    assert_eq!(store.put_credentials("acme", "default", &apns_credentials("com.example.app", "SECRET-ONE")).await.unwrap(), 1);
+    assert_eq!(store.put_credentials("acme", "default", &apns_credentials("com.example.app", "SECRET-TWO")).await.unwrap(), 2);
+    store.put_credentials("acme", "com.example.other", &apns_credentials("com.example.other", "SECRET-OTHER")).await.unwrap();
+    // At rest: no secret in the rows.
+    let raw: Vec<serde_json::Value> = store.rows("raw", "SELECT * FROM provider_credential", json!({})).await.unwrap();
+    let text = serde_json::to_string(&raw).unwrap();
+    assert!(!text.contains("SECRET") && !text.contains("BEGIN PRIVATE KEY"), "{text}");
+    // Listed redacted, read back whole.
+    let listed = store.list_credentials("acme").await.unwrap();
+    assert_eq!(listed.iter().map(|c| (c.app.as_str(), c.revision)).collect::<Vec<_>>(), [("com.example.other", 1), ("default", 2)]);
+    assert!(!serde_json::to_string(&listed).unwrap().contains("SECRET"));
+    let cached = CachedCredentials::new(store.clone(), &CacheConfig::default());
+    let own = cached.credentials("acme", "apns", Some("com.example.other")).await.unwrap().unwrap();
+    assert_eq!(own.key.app, "com.example.other");
+    let fallback = cached.credentials("acme", "apns", Some("com.example.unknown")).await.unwrap().unwrap();
+    assert_eq!((fallback.key.app.as_str(), fallback.revision), ("default", 2));
+    let herald_schemas::Credentials::Apns(c) = &fallback.credentials else { panic!("apns") };
+    assert!(c.private_key.expose().contains("SECRET-TWO"));
+    assert!(cached.credentials("globex", "apns", None).await.unwrap().is_none());
+    assert!(store.delete_credentials("acme", "apns", "com.example.other").await.unwrap());
+    cached.invalidate("acme");
+    assert_eq!(cached.credentials("acme", "apns", Some("com.example.other")).await.unwrap().unwrap().key.app, "default");
+}
+
+#[tokio::test]
+async fn a_refused_device_is_disabled_unless_it_registered_anew() {
+    use herald_deliver::ports::Invalidation;
+    let store = memory().await;
+    store.put_user("acme", &User { id: "alice".into(), ..User::default() }).await.unwrap();
+    store.put_device("acme", "alice", &ios("phone")).await.unwrap();
+    let refused = |address: String| Invalidation {
+        tenant: "acme".into(),
+        user: "alice".into(),
+        device: "phone".into(),
+        address,
+        reason: "Unregistered".into(),
+        at: jiff::Timestamp::now(),
+    };
+    assert!(!store.disable_device(&refused("cd".repeat(32))).await.unwrap(), "another token: left alone");
+    assert!(store.disable_device(&refused("ab".repeat(32))).await.unwrap());
+    let device = store.contact("acme", "alice").await.unwrap().unwrap().devices.remove(0);
+    assert_eq!((device.is_active(), device.disabled_reason.as_deref()), (false, Some("Unregistered")));
+    // The app registers the token again: active again.
+    store.put_device("acme", "alice", &ios("phone")).await.unwrap();
+    assert!(store.contact("acme", "alice").await.unwrap().unwrap().devices[0].is_active());
+}

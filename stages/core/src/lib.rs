@@ -20,7 +20,7 @@ pub use decode::{Decode, DecodeError, RawRequest};
 pub use error::{ErrorKind, StageError};
 pub use events::EventBuilder;
 pub use outcome::{Emit, Envelope, Hop, Outcome};
-pub use ports::{Created, Entry, KeyValue, PortError, PortErrorKind, Scheduler, Swapped, TemplateSource, version_at};
+pub use ports::{Alerts, Created, Entry, KeyValue, PortError, PortErrorKind, Scheduler, Swapped, TemplateSource, version_at};
 
 use herald_schemas::Timestamp;
 

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use herald_schemas::{TemplateSpec, TemplateVersion, Timestamp};
+use herald_schemas::{Alert, TemplateSpec, TemplateVersion, Timestamp};
 
-use crate::{Created, Entry, KeyValue, PortError, Swapped, TemplateSource, version_at};
+use crate::{Alerts, Created, Entry, KeyValue, PortError, Swapped, TemplateSource, version_at};
 
 /// A [`KeyValue`] in a `HashMap`, with revisions like a JetStream bucket's. Failures can be
 /// injected per operation, to exercise error paths.
@@ -109,6 +109,25 @@ impl KeyValue for MemoryKv {
     }
 }
 
+/// [`Alerts`] kept in memory, in the order raised.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryAlerts {
+    raised: Arc<Mutex<Vec<Alert>>>,
+}
+
+impl MemoryAlerts {
+    pub fn raised(&self) -> Vec<Alert> {
+        self.raised.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl Alerts for MemoryAlerts {
+    fn alert(&self, alert: Alert) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.raised.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(alert);
+        Box::pin(std::future::ready(()))
+    }
+}
+
 /// A delivery for unit tests: tenant `acme`, user `alice` on the `log` channel, template `t`.
 pub fn delivery(id: u128) -> herald_schemas::Delivery {
     herald_schemas::Delivery {
@@ -121,6 +140,7 @@ pub fn delivery(id: u128) -> herald_schemas::Delivery {
         address: "user:alice".into(),
         platform: None,
         voip: false,
+        device: None,
         locale: None,
         timezone: None,
         template: "t".into(),

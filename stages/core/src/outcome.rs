@@ -1,6 +1,6 @@
 //! What a stage asks the runner to publish.
 
-use herald_schemas::{Channel, Delivery, FanoutPage, Notification, Priority, Timestamp, TrackEvent};
+use herald_schemas::{Delivery, FanoutPage, Notification, Priority, Route, Timestamp, TrackEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -15,8 +15,8 @@ pub enum Hop {
     Render,
     Dedupe,
     Throttle,
-    /// The deliver consumer of one channel.
-    Deliver(Channel),
+    /// The deliver consumers of one route (provider queue).
+    Deliver(Route),
     /// The track stage (stage events on their way to the tracking stream).
     Track,
     /// The public tracking stream itself (only the track stage publishes here).

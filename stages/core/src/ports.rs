@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_schemas::{TemplateVersion, Timestamp};
+use herald_schemas::{Alert, TemplateVersion, Timestamp};
 
 /// What kind of failure a [`PortError`] is, which decides what the runner does with the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,4 +115,11 @@ pub trait TemplateSource: Send + Sync + 'static {
 pub fn version_at(versions: impl IntoIterator<Item = (u32, Timestamp)> + Clone, at: Timestamp) -> Option<u32> {
     let current = versions.clone().into_iter().filter(|(_, published)| *published <= at).map(|(v, _)| v).max();
     current.or_else(|| versions.into_iter().map(|(v, _)| v).min())
+}
+
+/// Where operators' alerts go (`herald.alerts.<kind>`): a provider's breaker opening, closing.
+/// Object-safe, so a provider can hold one. Best effort: an alert that cannot be published is
+/// logged, never a reason to fail a message.
+pub trait Alerts: Send + Sync + 'static {
+    fn alert(&self, alert: Alert) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }

@@ -5,13 +5,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::TlsConfig;
+use crate::providers::apns::ApnsConfig;
+use crate::providers::fcm::FcmConfig;
 use crate::providers::log::LogConfig;
+use crate::providers::web_push::WebPushConfig;
 
 /// How deliveries are handed to providers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverConfig {
-    /// Provider calls in flight at once, per provider route and process. A call holds its slot
+    /// Provider calls in flight at once, per provider route and process (a provider's own
+    /// `concurrency` overrides it). A call holds its slot
     /// until its outcome is written, so this also bounds how many deliveries a crash can leave
     /// between "the provider accepted" and "recorded as sent" (each may be called again).
     pub concurrency: usize,
@@ -19,13 +24,29 @@ pub struct DeliverConfig {
     /// idempotency key).
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
+    /// Trust for every provider's TLS (an extra CA for sandboxes).
+    pub tls: TlsConfig,
     /// The `log` sandbox provider.
     pub log: LogConfig,
+    /// Apple Push Notification service.
+    pub apns: ApnsConfig,
+    /// Firebase Cloud Messaging HTTP v1.
+    pub fcm: FcmConfig,
+    /// Web push (RFC 8030).
+    pub web_push: WebPushConfig,
 }
 
 impl Default for DeliverConfig {
     fn default() -> Self {
-        DeliverConfig { concurrency: 64, send_timeout: Duration::from_secs(10), log: LogConfig::default() }
+        DeliverConfig {
+            concurrency: 64,
+            send_timeout: Duration::from_secs(10),
+            tls: TlsConfig::default(),
+            log: LogConfig::default(),
+            apns: ApnsConfig::default(),
+            fcm: FcmConfig::default(),
+            web_push: WebPushConfig::default(),
+        }
     }
 }
 

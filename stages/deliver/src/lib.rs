@@ -1,49 +1,62 @@
 //! Deliver: hands each delivery to its provider, once.
 //!
-//! In: a [`Delivery`] from throttle, on its channel's own consumer (a provider outage stalls
-//! only that channel).
-//! Out: `sent` with the provider's message id; `failed` for a permanent provider refusal;
-//! `expired` when it expired while waiting; `deduplicated` when another copy already sent it. A
-//! retryable provider error is a transient stage error: the runner retries it with backoff and
-//! dead-letters it after the last attempt.
-//! Side effects: the provider call, and the delivery's state in the dedupe bucket
-//! (`herald_dedupe::state`), read on every message and moved by compare-and-swap.
+//! In: a [`Delivery`] from throttle, on its route's own consumer (`apns`, `fcm`, `web_push`,
+//! `sms` …): a provider outage stalls only that route.
+//! Out: `sent` with the provider's message id; `failed` for a permanent provider refusal (with
+//! the provider's own code as reason), plus `token_invalidated` when the provider says the
+//! device is gone (the device is disabled in the directory); `expired` when it expired while
+//! waiting; `deduplicated` when another copy already sent it. A retryable refusal (5xx, 429, no
+//! answer) is a transient error: the runner redelivers it after the provider's `Retry-After`
+//! or the route's backoff, and after the route's last attempt it is `failed` and dead-lettered.
+//! Side effects: the provider call; the delivery's state in the dedupe bucket
+//! (`herald_dedupe::state`), read on every message and moved by compare-and-swap; disabling a
+//! device; alerts when a route's circuit breaker opens or closes.
 //! Invariants:
 //! - A delivery whose state is `sent` is never sent again, whichever copy of it arrives
 //!   (redelivered, republished after the duplicate window, replayed).
 //! - After a provider accepted, only the state write is retried, never the call.
 //! - A call holds its route's concurrency permit until its outcome is written, so a crash
-//!   leaves at most `deliver.concurrency` deliveries per route and process in `sending`; those
-//!   are the only ones a provider can see twice (after the holder's lease), and they carry the
-//!   delivery id as the idempotency key, which providers that honour one absorb.
+//!   leaves at most `concurrency` deliveries per route and process in `sending`; those are the
+//!   only ones a provider can see twice (after the holder's lease), and they carry the delivery
+//!   id as the idempotency key (APNs `apns-id`).
+//! - While a route's breaker is open no call is made: deliveries are held without spending an
+//!   attempt.
 
+pub mod breaker;
 pub mod config;
+pub mod http;
+pub mod ports;
 pub mod providers;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_dedupe::{Begin, Finished, Phase, States, Ticket};
-use herald_schemas::{Channel, Delivery, Status, Timestamp};
+use herald_schemas::{Alert, AlertKind, Delivery, Route, Status, Timestamp};
 use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Stage, StageError};
-use tracing::warn;
+use tracing::{info, warn};
+
+use crate::breaker::Admission;
+use crate::ports::Invalidation;
+use crate::providers::{Class, Gate};
 
 pub use config::DeliverConfig;
 pub use providers::log::{CALLS_FILE, DUPLICATES_FILE, LogConfig, LogSink};
-pub use providers::{BuildError, CallPermit, Provider, ProviderError, Providers, Receipt, Route, SendFuture};
+pub use providers::{BuildError, CallPermit, GateConfig, Provider, ProviderError, ProviderPorts, Providers, Receipt, SendFuture};
 
-/// The deliver stage for one channel.
+/// The deliver stage for one route.
 #[derive(Debug)]
 pub struct Deliver<K> {
-    channel: Channel,
+    route: Route,
     providers: Arc<Providers>,
     states: States<K>,
     config: DeliverConfig,
 }
 
 impl<K: KeyValue> Deliver<K> {
-    pub fn new(channel: Channel, providers: Arc<Providers>, kv: K, config: DeliverConfig) -> Self {
-        Deliver { channel, providers, states: States::new(kv), config }
+    pub fn new(route: Route, providers: Arc<Providers>, kv: K, config: DeliverConfig) -> Self {
+        Deliver { route, providers, states: States::new(kv), config }
     }
 
     fn event(
@@ -60,9 +73,39 @@ impl<K: KeyValue> Deliver<K> {
         Self::event(meta, delivery, Status::Sent, "provider_accepted", format!("{provider} accepted it as {provider_message_id}"))
     }
 
+    /// Raises a breaker's change of state on `herald.alerts`.
+    async fn alert(&self, gate: &Gate, kind: Option<AlertKind>) {
+        let Some(kind) = kind else { return };
+        let provider = gate.provider.name().to_owned();
+        let detail = match kind {
+            AlertKind::BreakerOpened => format!(
+                "{provider} failed {} times in a row (or its probe failed): calls on route {} stop for {:?}; deliveries wait",
+                gate.breaker.config().failures_to_open,
+                self.route,
+                gate.breaker.config().open_for
+            ),
+            AlertKind::BreakerHalfOpen => format!("{provider}: probing with one call before letting route {} flow again", self.route),
+            AlertKind::BreakerClosed => format!("{provider} answered again: route {} flows", self.route),
+        };
+        warn!(route = %self.route, provider, alert = kind.as_str(), "{detail}");
+        if let Some(alerts) = &self.providers.alerts {
+            let source = format!("{}:{}", hostname(), std::process::id());
+            let alert = Alert {
+                v: herald_schemas::WIRE_VERSION,
+                kind,
+                route: Some(self.route),
+                provider: Some(provider),
+                detail,
+                source,
+                at: Timestamp::now(),
+            };
+            alerts.alert(alert).await;
+        }
+    }
+
     /// Calls the provider under a ticket and records what it said.
-    async fn send(&self, route: &Route, ticket: Ticket, delivery: &Delivery, meta: &Meta) -> Result<Outcome, StageError> {
-        let provider = route.provider.name().to_owned();
+    async fn send(&self, gate: &Gate, ticket: Ticket, delivery: &Delivery, meta: &Meta, probe: bool) -> Result<Outcome, StageError> {
+        let provider = gate.provider.name().to_owned();
         if ticket.took_over {
             warn!(delivery_id = %delivery.delivery_id, provider, "An earlier holder's lease ran out before it recorded an outcome; sending again with the same idempotency key.");
         }
@@ -72,11 +115,13 @@ impl<K: KeyValue> Deliver<K> {
         {
             let detail = format!("expired at {expires_at} while waiting for the provider");
             self.finish(&ticket, delivery, failed(meta, "expired", &detail)).await;
+            gate.breaker.abandon(probe);
             return Self::event(meta, delivery, Status::Expired, "expired", detail);
         }
-        let answer = tokio::time::timeout(self.config.send_timeout, route.provider.send(delivery)).await;
+        let answer = tokio::time::timeout(self.config.send_timeout, gate.provider.send(delivery)).await;
         let error = match answer {
             Ok(Ok(receipt)) => {
+                self.alert(gate, gate.breaker.record(probe, false)).await;
                 let phase = Phase::Sent {
                     by: meta.sequence,
                     provider: provider.clone(),
@@ -86,29 +131,88 @@ impl<K: KeyValue> Deliver<K> {
                 self.finish(&ticket, delivery, phase).await;
                 return Self::sent(meta, delivery, &provider, &receipt.provider_message_id);
             }
-            Ok(Err(error)) if !error.retryable => {
+            Ok(Err(error)) => error,
+            Err(_) => {
+                ProviderError::outage("provider_timeout", format!("no answer within {:?} (deliver.send_timeout)", self.config.send_timeout))
+            }
+        };
+        self.alert(gate, gate.breaker.record(probe, error.class == Class::Outage)).await;
+        match error.class {
+            Class::Permanent => {
                 let detail = format!("{provider} refused it: {}", error.detail);
                 self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
-                return Self::event(meta, delivery, Status::Failed, error.code, detail);
+                Self::event(meta, delivery, Status::Failed, error.code, detail)
             }
-            Ok(Err(error)) => error,
-            Err(_) => ProviderError {
-                retryable: true,
-                code: "provider_timeout".into(),
-                detail: format!("no answer within {:?} (deliver.send_timeout)", self.config.send_timeout),
-                retry_after: None,
-            },
-        };
-        let detail = format!("{provider}: {}", error.detail);
-        if meta.is_last_attempt() {
-            // The runner dead-letters it now; `failed` lets a later replay through dedupe send it again.
-            self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
-        } else if let Err(e) = self.states.release(&ticket).await {
-            warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery; the next attempt waits for its lease.");
+            Class::TokenInvalid => {
+                let detail = format!("{provider} refused it: {}", error.detail);
+                self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+                let disabled = self.invalidate(delivery, &error.code).await;
+                Outcome::new()
+                    .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::Failed).reason(&error.code, detail).build())?
+                    .event(
+                        EventBuilder::delivery(Self::NAME, meta, delivery, Status::TokenInvalidated).reason(error.code, disabled).build(),
+                    )
+            }
+            Class::Outage | Class::Throttled => {
+                let detail = format!("{provider}: {}", error.detail);
+                let attempts = gate.retry.as_ref().map_or(meta.max_attempts, |r| r.attempts.min(meta.max_attempts).max(1));
+                if meta.attempt >= attempts {
+                    // `failed` lets a later replay through dedupe send it again; the runner
+                    // dead-letters the message.
+                    let detail = format!("{detail} (attempt {} of {attempts}, the last)", meta.attempt);
+                    self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+                    return Err(StageError::permanent(error.code, detail));
+                }
+                if let Err(e) = self.states.release(&ticket).await {
+                    warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery; the next attempt waits for its lease.");
+                }
+                let delay = match &gate.retry {
+                    Some(policy) => Some(policy.delay(meta.attempt, error.retry_after)),
+                    None => error.retry_after,
+                };
+                let mut error = StageError::transient(error.code, detail);
+                error.retry_after = delay;
+                Err(error)
+            }
         }
-        let mut stage_error = StageError::transient(error.code, detail);
-        stage_error.retry_after = error.retry_after;
-        Err(stage_error)
+    }
+
+    /// Disables the device the provider refused for good; says what was done, for the event.
+    async fn invalidate(&self, delivery: &Delivery, reason: &str) -> String {
+        let (Some(user), Some(device)) = (&delivery.user_id, &delivery.device) else {
+            return "the address is invalid; it belongs to no directory device, so nothing was disabled".into();
+        };
+        let Some(devices) = &self.providers.devices else {
+            return format!("device `{}` of user `{user}` should be disabled, but this process has no directory", device.id);
+        };
+        let invalidation = Invalidation {
+            tenant: delivery.tenant.clone(),
+            user: user.clone(),
+            device: device.id.clone(),
+            address: delivery.address.clone(),
+            reason: reason.to_owned(),
+            at: Timestamp::now(),
+        };
+        for attempt in 1..=3u32 {
+            match devices.disable(invalidation.clone()).await {
+                Ok(true) => {
+                    info!(tenant = %delivery.tenant, user, device = %device.id, reason, "Disabled a device its provider no longer accepts.");
+                    return format!("device `{}` of user `{user}` disabled: it gets no pushes until the app registers it again", device.id);
+                }
+                Ok(false) => {
+                    return format!("device `{}` of user `{user}` was already re-registered or removed; left as it is", device.id);
+                }
+                Err(error) if attempt < 3 => {
+                    warn!(%error, device = %device.id, "Could not disable the device yet; trying again.");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(error) => {
+                    warn!(%error, device = %device.id, "Could not disable the device; its next delivery will be refused again.");
+                    return format!("device `{}` of user `{user}` could not be disabled ({error})", device.id);
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
     }
 
     /// Writes an outcome until the store takes it. The provider has answered: calling it again
@@ -153,38 +257,57 @@ impl<K: KeyValue> Stage for Deliver<K> {
     type Input = Delivery;
 
     async fn process(&self, delivery: Delivery, meta: &Meta) -> Result<Outcome, StageError> {
-        if delivery.channel != self.channel {
+        if delivery.route() != self.route {
             return Err(StageError::permanent(
-                "wrong_channel",
-                format!("a {} delivery reached the {} deliver consumer", delivery.channel, self.channel),
+                "wrong_route",
+                format!("a {} delivery reached the {} deliver consumer", delivery.route(), self.route),
             ));
         }
-        let Some(route) = self.providers.select(&delivery.tenant, delivery.channel) else {
+        let Some(gate) = self.providers.select(&delivery.tenant, self.route) else {
             let detail = format!(
-                "no provider serves channel `{}` for tenant `{}`; configure one under [deliver]",
-                delivery.channel, delivery.tenant
+                "no provider serves route `{}` for tenant `{}` in this version; remove channel `{}` from enrich.enabled_channels",
+                self.route, delivery.tenant, delivery.channel
             );
             return Self::event(meta, &delivery, Status::Failed, "no_provider", detail);
         };
+        // An open breaker holds the delivery (no call, no attempt spent) until it half-opens.
+        let (admission, change) = gate.breaker.admit();
+        self.alert(gate, change).await;
+        let probe = match admission {
+            Admission::Call { probe } => probe,
+            Admission::Wait(wait) => {
+                let detail = format!("{}'s circuit breaker is open after repeated failures", gate.provider.name());
+                return Err(StageError::outage("circuit_open", detail).retry_after(wait));
+            }
+        };
+        let outcome = self.admitted(gate, &delivery, meta, probe).await;
+        // Whatever did not reach the provider leaves the probe slot to another delivery.
+        gate.breaker.abandon(probe);
+        outcome
+    }
+}
+
+impl<K: KeyValue> Deliver<K> {
+    async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool) -> Result<Outcome, StageError> {
         // Held until the outcome is written: bounds what a crash can leave in `sending`.
-        let _permit = route.permit(delivery.priority).await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
+        let _permit = gate.permit(delivery.priority).await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
         let now = Timestamp::now();
         match self.states.begin(delivery.delivery_id, delivery.claim, meta.sequence, meta.attempt, self.config.lease(), now).await? {
-            Begin::Send(ticket) => self.send(route, ticket, &delivery, meta).await,
-            Begin::Sent { mine: true, provider, provider_message_id, .. } => Self::sent(meta, &delivery, &provider, &provider_message_id),
+            Begin::Send(ticket) => self.send(gate, ticket, delivery, meta, probe).await,
+            Begin::Sent { mine: true, provider, provider_message_id, .. } => Self::sent(meta, delivery, &provider, &provider_message_id),
             Begin::Sent { mine: false, by, provider, provider_message_id } => {
                 let detail = format!("already sent through {provider} as {provider_message_id} by message #{by}");
-                Self::event(meta, &delivery, Status::Deduplicated, "already_sent", detail)
+                Self::event(meta, delivery, Status::Deduplicated, "already_sent", detail)
             }
             Begin::Failed { mine: true, reason, detail } => {
                 // Reported again exactly as the first time (an expiry is recorded as a failure
                 // so a replay may retry it, but it was reported as `expired`).
                 let status = if reason == "expired" { Status::Expired } else { Status::Failed };
-                Self::event(meta, &delivery, status, reason, detail)
+                Self::event(meta, delivery, status, reason, detail)
             }
             Begin::Failed { mine: false, reason, .. } => {
                 let detail = format!("already failed ({reason}); a replay through dedupe retries it");
-                Self::event(meta, &delivery, Status::Deduplicated, "already_failed", detail)
+                Self::event(meta, delivery, Status::Deduplicated, "already_failed", detail)
             }
             Begin::Busy { until, by } => {
                 let wait = Duration::try_from(until.duration_since(now)).unwrap_or_default();
@@ -193,6 +316,15 @@ impl<K: KeyValue> Stage for Deliver<K> {
             }
         }
     }
+}
+
+/// This host's name, for alerts (`HOSTNAME`, else `/etc/hostname`).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

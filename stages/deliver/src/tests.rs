@@ -6,6 +6,11 @@ use herald_stage::ErrorKind;
 use herald_stage::memory::MemoryKv;
 
 use super::*;
+use crate::breaker::BreakerConfig;
+use crate::ports::memory::MemoryDevices;
+use crate::providers::GateConfig;
+use herald_schemas::{Channel, DeviceRef};
+use herald_stage::memory::MemoryAlerts;
 
 /// A provider that answers from a script and counts its calls.
 #[derive(Default)]
@@ -35,12 +40,7 @@ fn ok(id: &str) -> Result<Receipt, ProviderError> {
 }
 
 fn refused(retryable: bool) -> Result<Receipt, ProviderError> {
-    Err(ProviderError {
-        retryable,
-        code: if retryable { "unavailable" } else { "bad_address" }.into(),
-        detail: "no".into(),
-        retry_after: None,
-    })
+    Err(if retryable { ProviderError::outage("unavailable", "no") } else { ProviderError::permanent("bad_address", "no") })
 }
 
 struct Setup {
@@ -51,9 +51,9 @@ struct Setup {
 
 fn setup(answers: Vec<Result<Receipt, ProviderError>>) -> Setup {
     let provider = Arc::new(Scripted { answers: Mutex::new(answers), ..Scripted::default() });
-    let providers = Arc::new(Providers::new().with(Channel::Log, provider.clone(), 4));
+    let providers = Arc::new(Providers::new().with(Route::Log, provider.clone(), 4));
     let kv = MemoryKv::new();
-    Setup { stage: Deliver::new(Channel::Log, providers, kv.clone(), DeliverConfig::default()), provider, kv }
+    Setup { stage: Deliver::new(Route::Log, providers, kv.clone(), DeliverConfig::default()), provider, kv }
 }
 
 impl Setup {
@@ -123,6 +123,7 @@ async fn errors_are_classified() {
     let err = s.stage.process(delivery(), &meta(1, 1)).await.unwrap_err();
     assert!(err.is_transient());
     assert_eq!(err.reason, "unavailable");
+    assert_eq!(err.retry_after, None, "a gate without a policy leaves the backoff to the runner");
     // Released: the next attempt does not wait for a lease.
     let out = s.stage.process(delivery(), &meta(1, 2)).await.unwrap();
     assert_eq!(status(&out), Status::Failed);
@@ -137,7 +138,8 @@ async fn errors_are_classified() {
 async fn the_last_attempt_records_failed_so_a_replay_may_retry() {
     let s = setup(vec![refused(true), ok("m-9")]);
     let last = Meta { sequence: 1, attempt: 5, max_attempts: 5, ..Meta::for_tests() };
-    assert!(s.stage.process(delivery(), &last).await.unwrap_err().is_transient());
+    let err = s.stage.process(delivery(), &last).await.unwrap_err();
+    assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Permanent, "unavailable"), "dead-lettered with the provider's code");
     let state = s.stage.states.get(delivery().delivery_id).await.unwrap().unwrap();
     assert!(matches!(state.phase, Phase::Failed { .. }));
     // A copy that did not pass dedupe again (republished after the duplicate window) is a
@@ -151,9 +153,9 @@ async fn the_last_attempt_records_failed_so_a_replay_may_retry() {
 }
 
 #[tokio::test]
-async fn a_channel_without_a_provider_fails_with_a_reason() {
+async fn a_route_without_a_provider_fails_with_a_reason() {
     let kv = MemoryKv::new();
-    let stage = Deliver::new(Channel::Log, Arc::new(Providers::new()), kv, DeliverConfig::default());
+    let stage = Deliver::new(Route::Log, Arc::new(Providers::new()), kv, DeliverConfig::default());
     let out = stage.process(delivery(), &meta(1, 1)).await.unwrap();
     assert_eq!(status(&out), Status::Failed);
     assert_eq!(out.events()[0].reason.as_deref(), Some("no_provider"));
@@ -163,8 +165,8 @@ async fn a_channel_without_a_provider_fails_with_a_reason() {
 async fn a_tenant_may_have_its_own_provider() {
     let shared = Arc::new(Scripted { answers: Mutex::new(vec![ok("shared")]), ..Scripted::default() });
     let own = Arc::new(Scripted { answers: Mutex::new(vec![ok("own")]), ..Scripted::default() });
-    let providers = Providers::new().with(Channel::Log, shared.clone(), 1).with_tenant("acme", Channel::Log, own.clone(), 1);
-    let stage = Deliver::new(Channel::Log, Arc::new(providers), MemoryKv::new(), DeliverConfig::default());
+    let providers = Providers::new().with(Route::Log, shared.clone(), 1).with_tenant("acme", Route::Log, own.clone(), 1);
+    let stage = Deliver::new(Route::Log, Arc::new(providers), MemoryKv::new(), DeliverConfig::default());
     stage.process(delivery(), &meta(1, 1)).await.unwrap();
     let other = Delivery { tenant: "globex".into(), delivery_id: uuid::Uuid::from_u128(3), ..delivery() };
     stage.process(other, &meta(2, 1)).await.unwrap();
@@ -188,7 +190,7 @@ async fn an_expired_delivery_is_not_sent() {
 #[tokio::test]
 async fn permits_keep_room_for_urgent_and_normal() {
     use herald_schemas::Priority;
-    let route = Route::new(std::sync::Arc::new(Scripted::default()), 16); // 14 shared + 2 reserved
+    let route = Arc::new(Gate::with_concurrency(Arc::new(Scripted::default()), 16)); // 14 shared + 2 reserved
     let quick = std::time::Duration::from_millis(50);
     let take = |priority| {
         let route = route.clone();
@@ -208,4 +210,85 @@ async fn permits_keep_room_for_urgent_and_normal() {
     assert!(take(Priority::Critical).await.is_none(), "16 calls in flight: the concurrency, no more");
     held.pop();
     assert!(take(Priority::Critical).await.is_some(), "a freed permit goes to the next call");
+}
+
+fn push(id: u128) -> Delivery {
+    Delivery {
+        channel: Channel::Push,
+        platform: Some(herald_schemas::directory::Platform::Ios),
+        address: "ab".repeat(32),
+        device: Some(DeviceRef { id: "phone".into(), app_id: Some("com.example.app".into()), environment: Default::default() }),
+        ..herald_stage::memory::delivery(id)
+    }
+}
+
+#[tokio::test]
+async fn a_token_the_provider_calls_gone_disables_its_device() {
+    let gone = ProviderError::new(Class::TokenInvalid, "Unregistered", "APNs answered 410 Unregistered");
+    let provider = Arc::new(Scripted { answers: Mutex::new(vec![Err(gone)]), ..Scripted::default() });
+    let devices = Arc::new(MemoryDevices::default());
+    let mut providers = Providers::new().with(Route::Apns, provider.clone(), 4);
+    providers.devices = Some(devices.clone());
+    let stage = Deliver::new(Route::Apns, Arc::new(providers), MemoryKv::new(), DeliverConfig::default());
+    let out = stage.process(push(5), &meta(1, 1)).await.unwrap();
+    let events: Vec<_> = out.events().iter().map(|e| (e.status, e.reason.clone())).collect();
+    assert_eq!(events, [(Status::Failed, Some("Unregistered".into())), (Status::TokenInvalidated, Some("Unregistered".into()))]);
+    let disabled = devices.disabled.lock().unwrap().clone();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(
+        (disabled[0].user.as_str(), disabled[0].device.as_str(), disabled[0].address.as_str()),
+        ("alice", "phone", push(5).address.as_str())
+    );
+    // Redelivered: reported, not sent again, not disabled again.
+    let again = stage.process(push(5), &meta(1, 2)).await.unwrap();
+    assert_eq!(status(&again), Status::Failed);
+    assert_eq!((*provider.calls.lock().unwrap(), devices.disabled.lock().unwrap().len()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_delivery_on_another_route_is_refused() {
+    let s = setup(vec![]);
+    let err = s.stage.process(push(1), &meta(1, 1)).await.unwrap_err();
+    assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Permanent, "wrong_route"));
+}
+
+#[tokio::test]
+async fn a_providers_policy_backs_off_obeys_retry_after_and_bounds_the_attempts() {
+    let slow_down = ProviderError::new(Class::Throttled, "TooManyRequests", "429").with_retry_after(Some(Duration::from_secs(2)));
+    let answers = vec![Err(slow_down), refused(true), refused(true)];
+    let provider = Arc::new(Scripted { answers: Mutex::new(answers), ..Scripted::default() });
+    let policy = crate::retry::RetryPolicy { attempts: 3, ..Default::default() };
+    let gate = Gate::new(provider, GateConfig { concurrency: 4, retry: Some(policy.clone()), ..GateConfig::default() });
+    let stage = Deliver::new(Route::Log, Arc::new(Providers::new().with_gate(Route::Log, gate)), MemoryKv::new(), DeliverConfig::default());
+    let err = stage.process(delivery(), &meta(1, 1)).await.unwrap_err();
+    assert_eq!((err.kind, err.reason.as_str(), err.retry_after), (ErrorKind::Transient, "TooManyRequests", Some(Duration::from_secs(2))));
+    let err = stage.process(delivery(), &meta(1, 2)).await.unwrap_err();
+    let second = policy.initial * 2;
+    assert!(err.retry_after.is_some_and(|d| d >= second.mul_f64(0.8) && d <= second.mul_f64(1.2)), "the policy's backoff: {err:?}");
+    let last = Meta { max_attempts: 12, ..meta(1, 3) };
+    let err = stage.process(delivery(), &last).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent, "the policy's last attempt dead-letters, below the consumer's limit");
+}
+
+#[tokio::test]
+async fn an_open_breaker_holds_deliveries_without_calling_and_alerts_once_per_change() {
+    let answers = vec![refused(true), refused(true), ok("probe")];
+    let provider = Arc::new(Scripted { answers: Mutex::new(answers), ..Scripted::default() });
+    let breaker = BreakerConfig { failures_to_open: 2, open_for: Duration::from_millis(100) };
+    let gate = Gate::new(provider.clone(), GateConfig { concurrency: 4, breaker, ..GateConfig::default() });
+    let alerts = MemoryAlerts::default();
+    let mut providers = Providers::new().with_gate(Route::Log, gate);
+    providers.alerts = Some(Arc::new(alerts.clone()));
+    let stage = Deliver::new(Route::Log, Arc::new(providers), MemoryKv::new(), DeliverConfig::default());
+    let other = |id| Delivery { delivery_id: uuid::Uuid::from_u128(id), ..delivery() };
+    assert!(stage.process(other(1), &meta(1, 1)).await.unwrap_err().is_transient());
+    assert!(stage.process(other(2), &meta(2, 1)).await.unwrap_err().is_transient());
+    let held = stage.process(other(3), &meta(3, 1)).await.unwrap_err();
+    assert_eq!((held.kind, held.reason.as_str()), (ErrorKind::Outage, "circuit_open"), "held without spending an attempt");
+    assert_eq!(*provider.calls.lock().unwrap(), 2, "no call while open");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(status(&stage.process(other(3), &meta(3, 2)).await.unwrap()), Status::Sent, "the probe goes through");
+    let kinds: Vec<_> = alerts.raised().iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [AlertKind::BreakerOpened, AlertKind::BreakerHalfOpen, AlertKind::BreakerClosed]);
+    assert!(alerts.raised().iter().all(|a| a.route == Some(Route::Log) && a.provider.as_deref() == Some("scripted")));
 }

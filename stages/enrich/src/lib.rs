@@ -27,7 +27,7 @@ use herald_schemas::directory::{Contact, Device, Platform};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_schemas::{Channel, DedupeKey, Delivery, FanoutPage, Notification, Recipient, Status, TemplateVersion, ids};
+use herald_schemas::{Channel, DedupeKey, Delivery, DeviceRef, FanoutPage, Notification, Recipient, Status, TemplateVersion, ids};
 use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, PortError, Stage, StageError, TemplateSource};
 use serde::{Deserialize, Serialize};
 
@@ -243,6 +243,7 @@ impl<'a> Resolver<'a> {
             address,
             platform: device.map(|d| d.platform),
             voip: device.is_some_and(|d| d.voip),
+            device: device.map(|d| DeviceRef { id: d.id.clone(), app_id: d.app_id.clone(), environment: d.environment }),
             locale: user.and_then(|u| u.locale.clone()),
             timezone: user.and_then(|u| u.timezone.clone()),
             template: request.template.clone(),

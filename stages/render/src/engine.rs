@@ -403,6 +403,7 @@ pub fn sample_delivery(spec: &TemplateSpec, channel: Channel, locale: &str, data
         address: "preview".into(),
         platform,
         voip: false,
+        device: None,
         locale: Some(locale.to_owned()),
         timezone: None,
         template: spec.id.clone(),

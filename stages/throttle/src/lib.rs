@@ -259,7 +259,7 @@ impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
                 }
             }
         }
-        Outcome::new().forward(Hop::Deliver(delivery.channel), &delivery)
+        Outcome::new().forward(Hop::Deliver(delivery.route()), &delivery)
     }
 }
 
@@ -267,8 +267,8 @@ impl<K: KeyValue, C: CapSource> Stage for Throttle<K, C> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use herald_schemas::Channel;
     use herald_schemas::directory::QuietHours;
+    use herald_schemas::{Channel, Route};
     use herald_stage::memory::MemoryKv;
 
     use super::*;
@@ -291,10 +291,10 @@ mod tests {
         let stage = throttle("[]");
         let meta = Meta::for_tests();
         let live = stage.process(delivery(2), &meta).await.unwrap();
-        assert_eq!(live.forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1);
+        assert_eq!(live.forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1);
         let past = jiff::Timestamp::from_second(meta.received_at.as_second() - 60).unwrap();
         let dropped = stage.process(Delivery { expires_at: Some(past), ..delivery(2) }, &meta).await.unwrap();
-        assert!(dropped.forwarded::<Delivery>(Hop::Deliver(Channel::Email)).is_empty());
+        assert!(dropped.forwarded::<Delivery>(Hop::Deliver(Route::Email)).is_empty());
         assert_eq!(statuses(&dropped), vec![Status::Expired]);
     }
 
@@ -303,18 +303,18 @@ mod tests {
         let stage = throttle(r#"[{"name":"hourly","scope":"user","limit":2,"window":"1h"}]"#);
         let meta = Meta::for_tests();
         for id in 1..=2 {
-            assert_eq!(stage.process(delivery(id), &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1);
+            assert_eq!(stage.process(delivery(id), &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1);
         }
         // The same delivery again (a redelivery) is not counted twice.
-        assert_eq!(stage.process(delivery(2), &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1);
+        assert_eq!(stage.process(delivery(2), &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1);
         let third = stage.process(delivery(3), &meta).await.unwrap();
         assert_eq!(statuses(&third), vec![Status::Throttled]);
         assert!(third.events()[0].detail.as_deref().unwrap().contains("hourly"));
         // Another user has their own count; critical is not counted by user caps.
         let bob = Delivery { user_id: Some("bob".into()), ..delivery(4) };
-        assert_eq!(stage.process(bob, &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1);
+        assert_eq!(stage.process(bob, &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1);
         let urgent = Delivery { priority: Priority::Critical, ..delivery(5) };
-        assert_eq!(stage.process(urgent, &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1);
+        assert_eq!(stage.process(urgent, &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1);
 
         let deferring = throttle(r#"[{"name":"hourly","scope":"user","limit":1,"window":"1h","policy":"defer"}]"#);
         deferring.process(delivery(1), &meta).await.unwrap();
@@ -341,7 +341,7 @@ mod tests {
         let until = out.deferred::<Delivery>(Hop::Throttle)[0].1;
         assert_eq!(until, "2026-01-01T12:30:00Z".parse().unwrap());
         let critical = stage.process(Delivery { priority: Priority::Critical, ..quiet.clone() }, &meta).await.unwrap();
-        assert_eq!(critical.forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1, "critical goes at once");
+        assert_eq!(critical.forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1, "critical goes at once");
         // One that would expire during the quiet hours expires instead.
         let soon = Delivery { expires_at: Some(meta.received_at + jiff::SignedDuration::from_secs(5)), ..quiet };
         assert_eq!(statuses(&stage.process(soon, &meta).await.unwrap()), vec![Status::Expired]);
@@ -389,7 +389,7 @@ mod tests {
         let stage = Throttle::new(MemoryKv::new(), Overrides(AtomicUsize::new(0)), ThrottleConfig::default());
         let meta = Meta::for_tests();
         let critical = |id| Delivery { priority: Priority::Critical, ..delivery(id) };
-        assert_eq!(stage.process(critical(1), &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Channel::Email)).len(), 1);
+        assert_eq!(stage.process(critical(1), &meta).await.unwrap().forwarded::<Delivery>(Hop::Deliver(Route::Email)).len(), 1);
         assert_eq!(statuses(&stage.process(critical(2), &meta).await.unwrap()), vec![Status::Throttled]);
         assert!(stage.tenant_caps.0.load(Ordering::Relaxed) >= 2);
     }

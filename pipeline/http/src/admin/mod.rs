@@ -1,7 +1,9 @@
-//! The admin routes: the directory, the templates and the caps of a tenant.
+//! The admin routes: the directory, the templates, the caps and the provider credentials of a
+//! tenant.
 
 mod caps;
 mod directory;
+mod providers;
 mod templates;
 
 use axum::Router;
@@ -25,4 +27,6 @@ pub fn routes() -> Router<AppState> {
         .route("/templates/{id}/versions", get(templates::template_versions))
         .route("/templates/{id}/preview", post(templates::preview_template))
         .route("/caps", get(caps::get_caps).put(caps::put_caps).delete(caps::delete_caps))
+        .route("/providers", get(providers::list_providers))
+        .route("/providers/{provider}/{app}", put(providers::put_provider).delete(providers::delete_provider))
 }

@@ -1,39 +1,87 @@
-//! The providers, one folder each with the same roles: its configuration, the request it
-//! builds, the classification of the provider's answers (sent, retry, permanent), its tests.
-//! [`Providers`] is the registry the deliver stage selects from, per tenant and route.
+//! The providers, one folder each with the same roles: `config.rs` (its settings), `request.rs`
+//! (the request it builds from a delivery), `classify.rs` (the table from its answers to sent /
+//! retry / permanent / token invalid), `tests.rs`; `mod.rs` ties them to the [`Provider`] trait.
+//! [`Providers`] is the registry the deliver stage selects from, per tenant and route, with each
+//! route's [`Gate`]: its concurrency permits, retry policy and circuit breaker.
 
+pub mod apns;
+pub mod fcm;
 pub mod log;
+pub mod web_push;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use herald_schemas::{Channel, Delivery, Priority};
+use herald_schemas::{Delivery, Priority, Route};
+use herald_stage::Alerts;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use crate::DeliverConfig;
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::ports::{CredentialStore, DeviceRegistry};
+use crate::retry::RetryPolicy;
 
 /// A provider's answer to an accepted delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The provider's id of the message (APNs `apns-id`, Twilio `sid`, …).
+    /// The provider's id of the message (APNs `apns-id`, FCM `name`, Twilio `sid`, …).
     pub provider_message_id: String,
     /// Whether the provider recognized the idempotency key as already delivered.
     pub duplicate: bool,
+}
+
+/// What a refusal means for the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Try again later: the provider is unwell (5xx, no answer). Counts toward the breaker.
+    Outage,
+    /// Try again later: the provider asked us to slow down (429). Not an outage.
+    Throttled,
+    /// Never: this delivery cannot be sent as it is (bad payload, our credentials refused).
+    Permanent,
+    /// Never, and the address is gone for good (APNs `Unregistered`, FCM `UNREGISTERED`, web
+    /// push 410): the device is disabled.
+    TokenInvalid,
 }
 
 /// How a provider refused a delivery.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct ProviderError {
-    /// Retry later (outage, rate limit, I/O error), or never (invalid address, payload).
-    pub retryable: bool,
-    /// The provider's own code, e.g. `BadDeviceToken`, `21211`, or ours, e.g. `io_error`.
+    pub class: Class,
+    /// The provider's own code, e.g. `BadDeviceToken`, `UNREGISTERED`, `21211`, or ours, e.g.
+    /// `connect_error`, `no_credentials`.
     pub code: String,
     pub detail: String,
     /// The provider's `Retry-After`, when it gave one.
-    pub retry_after: Option<std::time::Duration>,
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    pub fn new(class: Class, code: impl Into<String>, detail: impl Into<String>) -> Self {
+        ProviderError { class, code: code.into(), detail: detail.into(), retry_after: None }
+    }
+
+    pub fn outage(code: impl Into<String>, detail: impl Into<String>) -> Self {
+        ProviderError::new(Class::Outage, code, detail)
+    }
+
+    pub fn permanent(code: impl Into<String>, detail: impl Into<String>) -> Self {
+        ProviderError::new(Class::Permanent, code, detail)
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Whether a later call may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self.class, Class::Outage | Class::Throttled)
+    }
 }
 
 /// A provider call in flight.
@@ -45,13 +93,12 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// Sends one delivery. `delivery.delivery_id` is the idempotency key: a provider that
-    /// accepts one is given it, so a repeated call (after a crash) is absorbed there.
+    /// accepts one is given it (APNs `apns-id`), so a repeated call is recognisable there.
     fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a>;
 }
 
-/// A provider with its concurrency limit.
-#[derive(Clone)]
-pub struct Route {
+/// A provider with what guards it: concurrency permits, retry policy, circuit breaker.
+pub struct Gate {
     pub provider: Arc<dyn Provider>,
     /// Calls in flight at once; a call holds its permit until its outcome is written.
     pub permits: Arc<Semaphore>,
@@ -62,6 +109,10 @@ pub struct Route {
     /// How many of the shared permits `low` deliveries may hold at once (half), so a flood of
     /// `low` never takes the whole provider from `normal`.
     pub low_share: Arc<Semaphore>,
+    /// The provider's retry policy; `None` (the `log` sandbox): the runner's backoff and the
+    /// consumer's attempts.
+    pub retry: Option<RetryPolicy>,
+    pub breaker: Breaker,
 }
 
 /// The right to one provider call: held until the call's outcome is written.
@@ -71,23 +122,38 @@ pub struct CallPermit {
     _low: Option<OwnedSemaphorePermit>,
 }
 
-impl std::fmt::Debug for Route {
+impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Route").field("provider", &self.provider.name()).field("free", &self.permits.available_permits()).finish()
+        f.debug_struct("Gate").field("provider", &self.provider.name()).field("free", &self.permits.available_permits()).finish()
     }
 }
 
-impl Route {
-    pub fn new(provider: Arc<dyn Provider>, concurrency: usize) -> Self {
-        let concurrency = concurrency.max(1);
+/// The guards of a gate.
+#[derive(Debug, Clone, Default)]
+pub struct GateConfig {
+    pub concurrency: usize,
+    pub retry: Option<RetryPolicy>,
+    pub breaker: BreakerConfig,
+}
+
+impl Gate {
+    pub fn new(provider: Arc<dyn Provider>, config: GateConfig) -> Self {
+        let concurrency = config.concurrency.max(1);
         let reserve = concurrency / 8;
         let shared = concurrency - reserve;
-        Route {
+        Gate {
             provider,
             permits: Arc::new(Semaphore::new(shared)),
             reserve: Arc::new(Semaphore::new(reserve)),
             low_share: Arc::new(Semaphore::new((shared / 2).max(1))),
+            retry: config.retry,
+            breaker: Breaker::new(config.breaker),
         }
+    }
+
+    /// A gate with `concurrency` permits and the default retry policy and breaker.
+    pub fn with_concurrency(provider: Arc<dyn Provider>, concurrency: usize) -> Self {
+        Gate::new(provider, GateConfig { concurrency, ..GateConfig::default() })
     }
 
     /// A permit for one call: urgent deliveries take whichever frees first, the shared pool or
@@ -111,11 +177,21 @@ impl Route {
     }
 }
 
-/// Which provider serves a channel: a tenant's own choice first, else the deployment's.
-#[derive(Debug, Clone, Default)]
+/// Which provider serves a route: a tenant's own choice first, else the deployment's.
+#[derive(Clone, Default)]
 pub struct Providers {
-    defaults: HashMap<Channel, Route>,
-    tenants: HashMap<(String, Channel), Route>,
+    defaults: HashMap<Route, Arc<Gate>>,
+    tenants: HashMap<(String, Route), Arc<Gate>>,
+    /// Where breakers' state changes are announced.
+    pub alerts: Option<Arc<dyn Alerts>>,
+    /// Where devices a provider refused for good are disabled.
+    pub devices: Option<Arc<dyn DeviceRegistry>>,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers").field("routes", &self.routes()).finish_non_exhaustive()
+    }
 }
 
 /// A configuration that names a provider it cannot build.
@@ -126,38 +202,76 @@ pub struct BuildError {
     pub detail: String,
 }
 
+/// What the providers read and report to besides their own settings.
+#[derive(Clone)]
+pub struct ProviderPorts {
+    pub credentials: Arc<dyn CredentialStore>,
+    pub devices: Arc<dyn DeviceRegistry>,
+    pub alerts: Arc<dyn Alerts>,
+}
+
+impl std::fmt::Debug for ProviderPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderPorts").finish_non_exhaustive()
+    }
+}
+
 impl Providers {
     pub fn new() -> Self {
         Providers::default()
     }
 
-    /// The deployment's providers, from configuration.
-    pub fn from_config(config: &DeliverConfig) -> Result<Self, BuildError> {
+    /// The deployment's providers, from configuration: `log` always; APNs, FCM and web push
+    /// when `ports` gives them the tenants' credentials.
+    pub fn from_config(config: &DeliverConfig, ports: Option<ProviderPorts>) -> Result<Self, BuildError> {
         let log = log::LogSink::from_config(&config.log)?;
-        Ok(Providers::new().with(Channel::Log, Arc::new(log), config.concurrency))
+        let mut providers = Providers::new().with(Route::Log, Arc::new(log), config.concurrency);
+        if let Some(ports) = ports {
+            let apns = apns::Apns::new(&config.apns, &config.tls, config.send_timeout, ports.credentials.clone())?;
+            let fcm = fcm::Fcm::new(&config.fcm, &config.tls, config.send_timeout, ports.credentials.clone())?;
+            let web_push = web_push::WebPush::new(&config.web_push, &config.tls, config.send_timeout, ports.credentials.clone())?;
+            let gate = |concurrency: Option<usize>, retry: &RetryPolicy, breaker: &BreakerConfig| GateConfig {
+                concurrency: concurrency.unwrap_or(config.concurrency),
+                retry: Some(retry.clone()),
+                breaker: breaker.clone(),
+            };
+            let (a, f, w) = (&config.apns, &config.fcm, &config.web_push);
+            providers = providers
+                .with_gate(Route::Apns, Gate::new(Arc::new(apns), gate(a.concurrency, &a.retry, &a.breaker)))
+                .with_gate(Route::Fcm, Gate::new(Arc::new(fcm), gate(f.concurrency, &f.retry, &f.breaker)))
+                .with_gate(Route::WebPush, Gate::new(Arc::new(web_push), gate(w.concurrency, &w.retry, &w.breaker)));
+            providers.alerts = Some(ports.alerts);
+            providers.devices = Some(ports.devices);
+        }
+        Ok(providers)
     }
 
-    /// Serves `channel` with `provider` for every tenant without one of its own.
-    pub fn with(mut self, channel: Channel, provider: Arc<dyn Provider>, concurrency: usize) -> Self {
-        self.defaults.insert(channel, Route::new(provider, concurrency));
+    /// Serves `route` with `provider` for every tenant without one of its own.
+    pub fn with(self, route: Route, provider: Arc<dyn Provider>, concurrency: usize) -> Self {
+        self.with_gate(route, Gate::with_concurrency(provider, concurrency))
+    }
+
+    /// Serves `route` through `gate` for every tenant without one of its own.
+    pub fn with_gate(mut self, route: Route, gate: Gate) -> Self {
+        self.defaults.insert(route, Arc::new(gate));
         self
     }
 
-    /// Serves `channel` for `tenant` with its own provider.
-    pub fn with_tenant(mut self, tenant: &str, channel: Channel, provider: Arc<dyn Provider>, concurrency: usize) -> Self {
-        self.tenants.insert((tenant.to_owned(), channel), Route::new(provider, concurrency));
+    /// Serves `route` for `tenant` with its own provider.
+    pub fn with_tenant(mut self, tenant: &str, route: Route, provider: Arc<dyn Provider>, concurrency: usize) -> Self {
+        self.tenants.insert((tenant.to_owned(), route), Arc::new(Gate::with_concurrency(provider, concurrency)));
         self
     }
 
-    /// The route for a delivery of `tenant` on `channel`.
-    pub fn select(&self, tenant: &str, channel: Channel) -> Option<&Route> {
-        self.tenants.get(&(tenant.to_owned(), channel)).or_else(|| self.defaults.get(&channel))
+    /// The gate for a delivery of `tenant` on `route`.
+    pub fn select(&self, tenant: &str, route: Route) -> Option<&Arc<Gate>> {
+        self.tenants.get(&(tenant.to_owned(), route)).or_else(|| self.defaults.get(&route))
     }
 
-    /// The channels with a default provider.
-    pub fn channels(&self) -> Vec<Channel> {
-        let mut channels: Vec<Channel> = self.defaults.keys().copied().collect();
-        channels.sort();
-        channels
+    /// The routes with a default provider.
+    pub fn routes(&self) -> Vec<Route> {
+        let mut routes: Vec<Route> = self.defaults.keys().copied().collect();
+        routes.sort();
+        routes
     }
 }

@@ -90,12 +90,7 @@ impl LogSink {
     }
 
     fn io_error(&self, error: std::io::Error) -> ProviderError {
-        ProviderError {
-            retryable: true,
-            code: "io_error".into(),
-            detail: format!("cannot write to {}: {error}", self.dir.display()),
-            retry_after: None,
-        }
+        ProviderError::outage("io_error", format!("cannot write to {}: {error}", self.dir.display()))
     }
 
     /// Appends one line to `calls.jsonl`. One `write` of an `O_APPEND` file: lines from
@@ -131,12 +126,7 @@ impl LogSink {
             delivered_at: jiff::Timestamp::now(),
             sender_pid: std::process::id(),
         };
-        let mut body = serde_json::to_vec(&record).map_err(|e| ProviderError {
-            retryable: false,
-            code: "encode_failed".into(),
-            detail: e.to_string(),
-            retry_after: None,
-        })?;
+        let mut body = serde_json::to_vec(&record).map_err(|e| ProviderError::permanent("encode_failed", e.to_string()))?;
         body.push(b'\n');
         let sink = self.clone();
         let delivery = delivery.clone();

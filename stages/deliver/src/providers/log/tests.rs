@@ -57,7 +57,7 @@ async fn an_unwritable_sink_is_a_retryable_outage() {
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"").unwrap();
     let error = LogSink::new(&not_a_dir).send(&delivery()).await.unwrap_err();
-    assert!(error.retryable);
+    assert!(error.retryable());
     assert_eq!(error.code, "io_error");
 }
 

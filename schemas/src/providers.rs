@@ -1,0 +1,201 @@
+//! Provider credentials: what a tenant gives Herald to send through its own APNs, FCM and web
+//! push accounts. Kept in the store per (tenant, provider, app) with the secrets sealed by the
+//! server key; taken by the admin API (`PUT /v1/tenants/{t}/providers/{provider}/{app}`) and
+//! `herald providers set`. Secrets are [`Secret`]s: they never print, and the API shows them
+//! only as `<redacted>`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Route, Secret, ValidationError};
+
+/// The app a credential serves when a device names no app (or one without its own).
+pub const DEFAULT_APP: &str = "default";
+
+/// One provider account's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+#[schemars(title = "ProviderCredentials", extend("$id" = "urn:herald:schema:v1:provider-credentials"))]
+pub enum Credentials {
+    /// APNs token-based auth: a `.p8` signing key of an Apple team.
+    Apns(ApnsCredentials),
+    /// FCM HTTP v1: a Google service account of the Firebase project.
+    Fcm(FcmCredentials),
+    /// Web push: the VAPID key pair the browsers subscribed with.
+    WebPush(VapidCredentials),
+}
+
+/// APNs token-based auth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsCredentials {
+    /// The 10-character Team ID (the JWT's `iss`).
+    pub team_id: String,
+    /// The 10-character Key ID (the JWT's `kid`).
+    pub key_id: String,
+    /// The `.p8` file's contents (a PKCS#8 PEM P-256 key).
+    #[schemars(with = "String")]
+    pub private_key: Secret,
+    /// The app's bundle id: the `apns-topic` (VoIP pushes add `.voip`).
+    pub topic: String,
+}
+
+/// FCM HTTP v1 credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FcmCredentials {
+    /// The service-account JSON file Google gives out, as it is.
+    pub service_account: ServiceAccount,
+}
+
+/// A Google service-account key file. Fields Herald does not use are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceAccount {
+    pub project_id: String,
+    pub private_key_id: String,
+    /// RSA PKCS#8 PEM.
+    #[schemars(with = "String")]
+    pub private_key: Secret,
+    pub client_email: String,
+    /// Where access tokens are obtained (deliver's `fcm.token_url` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_uri: Option<String>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// VAPID (RFC 8292) keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VapidCredentials {
+    /// A contact for the push services: `mailto:` or `https:` URL (the JWT's `sub`).
+    pub subject: String,
+    /// The application server key the browsers subscribed with: base64url of the 65-byte
+    /// uncompressed P-256 point.
+    pub public_key: String,
+    /// The private key: base64url of the 32-byte scalar, or a PKCS#8 / SEC1 PEM.
+    #[schemars(with = "String")]
+    pub private_key: Secret,
+}
+
+impl Credentials {
+    /// The provider's name: `apns`, `fcm`, `web_push`.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Credentials::Apns(_) => "apns",
+            Credentials::Fcm(_) => "fcm",
+            Credentials::WebPush(_) => "web_push",
+        }
+    }
+
+    /// The route the credentials send on.
+    pub fn route(&self) -> Route {
+        match self {
+            Credentials::Apns(_) => Route::Apns,
+            Credentials::Fcm(_) => Route::Fcm,
+            Credentials::WebPush(_) => Route::WebPush,
+        }
+    }
+
+    /// Checks the shape (the keys themselves are checked when deliver builds a signer).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let bad = |detail: String| Err(ValidationError::new("invalid_credentials", detail));
+        let pem = |what: &str, secret: &Secret| {
+            if secret.expose().contains("-----BEGIN") {
+                Ok(())
+            } else {
+                bad(format!("{what} must be a PEM key (-----BEGIN PRIVATE KEY-----…)"))
+            }
+        };
+        match self {
+            Credentials::Apns(c) => {
+                for (field, value) in [("team_id", &c.team_id), ("key_id", &c.key_id)] {
+                    if value.len() != 10 || !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return bad(format!("APNs `{field}` {value:?} must be the 10-character id Apple shows"));
+                    }
+                }
+                if c.topic.is_empty() || c.topic.ends_with(".voip") {
+                    return bad(format!("APNs `topic` {:?} must be the app's bundle id (without .voip)", c.topic));
+                }
+                pem("APNs `private_key` (the .p8 file)", &c.private_key)
+            }
+            Credentials::Fcm(c) => {
+                let a = &c.service_account;
+                if a.project_id.is_empty() || a.client_email.is_empty() || a.private_key_id.is_empty() {
+                    return bad("the FCM service account needs project_id, private_key_id and client_email".into());
+                }
+                pem("the service account's `private_key`", &a.private_key)
+            }
+            Credentials::WebPush(c) => {
+                if !(c.subject.starts_with("mailto:") || c.subject.starts_with("https://")) {
+                    return bad(format!("VAPID `subject` {:?} must be a mailto: or https: URL", c.subject));
+                }
+                if c.public_key.is_empty() || c.private_key.expose().is_empty() {
+                    return bad("VAPID needs `public_key` and `private_key`".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The credentials as JSON with every secret replaced by `<redacted>`: what the API shows.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut copy = self.clone();
+        let hidden = || Secret::new("<redacted>");
+        match &mut copy {
+            Credentials::Apns(c) => c.private_key = hidden(),
+            Credentials::Fcm(c) => c.service_account.private_key = hidden(),
+            Credentials::WebPush(c) => c.private_key = hidden(),
+        }
+        serde_json::to_value(copy).unwrap_or_default()
+    }
+}
+
+/// A stored credential's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct CredentialKey {
+    pub tenant: String,
+    /// `apns`, `fcm` or `web_push`.
+    pub provider: String,
+    /// The app id a device names (bundle id, package name) or [`DEFAULT_APP`].
+    pub app: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apns() -> Credentials {
+        Credentials::Apns(ApnsCredentials {
+            team_id: "TEAM123456".into(),
+            key_id: "KEY1234567".into(),
+            private_key: Secret::new("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"),
+            topic: "com.example.app".into(),
+        })
+    }
+
+    #[test]
+    fn redacted_never_shows_a_secret() {
+        let shown = apns().redacted().to_string();
+        assert!(!shown.contains("BEGIN"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("\"provider\":\"apns\""), "{shown}");
+    }
+
+    #[test]
+    fn shapes_are_checked() {
+        assert!(apns().validate().is_ok());
+        let Credentials::Apns(c) = apns() else { unreachable!() };
+        let short = Credentials::Apns(ApnsCredentials { team_id: "T1".into(), ..c.clone() });
+        assert_eq!(short.validate().unwrap_err().code, "invalid_credentials");
+        let voip = Credentials::Apns(ApnsCredentials { topic: "com.example.app.voip".into(), ..c });
+        assert!(voip.validate().is_err());
+        let json = serde_json::json!({"provider": "fcm", "service_account": {"type": "service_account", "project_id": "p",
+            "private_key_id": "k", "private_key": "-----BEGIN PRIVATE KEY-----\n", "client_email": "a@p.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token", "universe_domain": "googleapis.com"}});
+        let fcm: Credentials = serde_json::from_value(json).unwrap();
+        assert!(fcm.validate().is_ok());
+        assert_eq!(fcm.route(), Route::Fcm);
+    }
+}
