@@ -395,6 +395,11 @@ impl Topology {
         format!("{}-attachments", self.config.prefix)
     }
 
+    /// The KV bucket of providers' send-rate counters (`rate.<route>.<second>`), kept a minute.
+    pub fn rates_bucket(&self) -> String {
+        format!("{}-rates", self.config.prefix)
+    }
+
     pub fn buckets(&self) -> Vec<kv::Config> {
         let bucket = |name: String, description: &str, max_age: Duration| kv::Config {
             bucket: name,
@@ -408,6 +413,7 @@ impl Topology {
         vec![
             bucket(self.idempotency_bucket(), "Producers' idempotency keys", self.config.idempotency_ttl),
             bucket(self.dedupe_bucket(), "Delivery claims and sent markers", self.config.dedupe_ttl),
+            bucket(self.rates_bucket(), "Providers' shared send rates, per route and second", Duration::from_secs(60)),
         ]
     }
 

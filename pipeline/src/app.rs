@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::ValueEnum;
 use herald_dedupe::Dedupe;
+use herald_deliver::rate::{SendRate, SharedRate};
 use herald_deliver::{Deliver, ProviderPorts, Providers};
 use herald_enrich::{Enrich, Fanout};
 use herald_ingest::{Cancel, Ingest};
@@ -218,10 +219,15 @@ pub async fn start(
                     }
                 }
             };
+            let rates_kv = nats.kv(&topology.rates_bucket()).await?;
+            let rates = move |route: Route, per_second: u32| -> Arc<dyn SendRate> {
+                Arc::new(SharedRate::new(rates_kv.clone(), route, per_second))
+            };
             Some(ProviderPorts {
                 credentials: Arc::new(caches.3.clone()),
                 devices: Arc::new(StoreDevices { store: store.clone(), announce }),
                 alerts: Arc::new(nats.alerts()),
+                rates: Arc::new(rates),
             })
         }
         _ => None,

@@ -27,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod ports;
 pub mod providers;
+pub mod rate;
 pub mod retry;
 
 use std::sync::Arc;
@@ -291,6 +292,10 @@ impl<K: KeyValue> Deliver<K> {
     async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool) -> Result<Outcome, StageError> {
         // Held until the outcome is written: bounds what a crash can leave in `sending`.
         let _permit = gate.permit(delivery.priority).await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
+        // Before the delivery's lease is taken: a wait for the rate never runs a lease out.
+        if let Some(rate) = &gate.rate {
+            rate.acquire().await.map_err(|e| StageError::outage("rate_unavailable", format!("cannot count the send rate: {e}")))?;
+        }
         let now = Timestamp::now();
         match self.states.begin(delivery.delivery_id, delivery.claim, meta.sequence, meta.attempt, self.config.lease(), now).await? {
             Begin::Send(ticket) => self.send(gate, ticket, delivery, meta, probe).await,

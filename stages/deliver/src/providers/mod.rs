@@ -22,6 +22,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use crate::DeliverConfig;
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::ports::{CredentialStore, DeviceRegistry};
+use crate::rate::SendRate;
 use crate::retry::RetryPolicy;
 
 /// A provider's answer to an accepted delivery.
@@ -113,6 +114,8 @@ pub struct Gate {
     /// consumer's attempts.
     pub retry: Option<RetryPolicy>,
     pub breaker: Breaker,
+    /// The route's send rate shared by every replica, when limited.
+    pub rate: Option<Arc<dyn SendRate>>,
 }
 
 /// The right to one provider call: held until the call's outcome is written.
@@ -126,6 +129,15 @@ impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate").field("provider", &self.provider.name()).field("free", &self.permits.available_permits()).finish()
     }
+}
+
+/// What a provider's settings say about its gate.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    pub concurrency: Option<usize>,
+    pub rate_limit: Option<u32>,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
 }
 
 /// The guards of a gate.
@@ -148,6 +160,7 @@ impl Gate {
             low_share: Arc::new(Semaphore::new((shared / 2).max(1))),
             retry: config.retry,
             breaker: Breaker::new(config.breaker),
+            rate: None,
         }
     }
 
@@ -208,6 +221,8 @@ pub struct ProviderPorts {
     pub credentials: Arc<dyn CredentialStore>,
     pub devices: Arc<dyn DeviceRegistry>,
     pub alerts: Arc<dyn Alerts>,
+    /// Makes a route's shared send-rate limit (calls per second across replicas).
+    pub rates: Arc<dyn Fn(Route, u32) -> Arc<dyn SendRate> + Send + Sync>,
 }
 
 impl std::fmt::Debug for ProviderPorts {
@@ -230,16 +245,21 @@ impl Providers {
             let apns = apns::Apns::new(&config.apns, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let fcm = fcm::Fcm::new(&config.fcm, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let web_push = web_push::WebPush::new(&config.web_push, &config.tls, config.send_timeout, ports.credentials.clone())?;
-            let gate = |concurrency: Option<usize>, retry: &RetryPolicy, breaker: &BreakerConfig| GateConfig {
-                concurrency: concurrency.unwrap_or(config.concurrency),
-                retry: Some(retry.clone()),
-                breaker: breaker.clone(),
+            let gate = |route: Route, provider: Arc<dyn Provider>, c: &Guards| {
+                let config = GateConfig {
+                    concurrency: c.concurrency.unwrap_or(config.concurrency),
+                    retry: Some(c.retry.clone()),
+                    breaker: c.breaker.clone(),
+                };
+                let mut gate = Gate::new(provider, config);
+                gate.rate = c.rate_limit.map(|n| (ports.rates)(route, n));
+                gate
             };
-            let (a, f, w) = (&config.apns, &config.fcm, &config.web_push);
+            let (a, f, w) = (config.apns.guards(), config.fcm.guards(), config.web_push.guards());
             providers = providers
-                .with_gate(Route::Apns, Gate::new(Arc::new(apns), gate(a.concurrency, &a.retry, &a.breaker)))
-                .with_gate(Route::Fcm, Gate::new(Arc::new(fcm), gate(f.concurrency, &f.retry, &f.breaker)))
-                .with_gate(Route::WebPush, Gate::new(Arc::new(web_push), gate(w.concurrency, &w.retry, &w.breaker)));
+                .with_gate(Route::Apns, gate(Route::Apns, Arc::new(apns), &a))
+                .with_gate(Route::Fcm, gate(Route::Fcm, Arc::new(fcm), &f))
+                .with_gate(Route::WebPush, gate(Route::WebPush, Arc::new(web_push), &w));
             providers.alerts = Some(ports.alerts);
             providers.devices = Some(ports.devices);
         }

@@ -21,6 +21,8 @@ pub struct ApnsConfig {
     pub token_refresh: Duration,
     /// Calls in flight per process (default: `deliver.concurrency`).
     pub concurrency: Option<usize>,
+    /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
+    pub rate_limit: Option<u32>,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
 }
@@ -32,8 +34,21 @@ impl Default for ApnsConfig {
             development_url: "https://api.sandbox.push.apple.com".into(),
             token_refresh: Duration::from_secs(50 * 60),
             concurrency: None,
+            rate_limit: None,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl ApnsConfig {
+    /// The gate's settings.
+    pub fn guards(&self) -> crate::providers::Guards {
+        crate::providers::Guards {
+            concurrency: self.concurrency,
+            rate_limit: self.rate_limit,
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct FcmConfig {
     pub token_url: Option<String>,
     /// Calls in flight per process (default: `deliver.concurrency`).
     pub concurrency: Option<usize>,
+    /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
+    pub rate_limit: Option<u32>,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
 }
@@ -24,8 +26,21 @@ impl Default for FcmConfig {
             url: "https://fcm.googleapis.com".into(),
             token_url: None,
             concurrency: None,
+            rate_limit: None,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl FcmConfig {
+    /// The gate's settings.
+    pub fn guards(&self) -> crate::providers::Guards {
+        crate::providers::Guards {
+            concurrency: self.concurrency,
+            rate_limit: self.rate_limit,
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
         }
     }
 }

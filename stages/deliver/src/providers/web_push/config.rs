@@ -21,6 +21,8 @@ pub struct WebPushConfig {
     pub default_ttl: Duration,
     /// Calls in flight per process (default: `deliver.concurrency`).
     pub concurrency: Option<usize>,
+    /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
+    pub rate_limit: Option<u32>,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
 }
@@ -31,8 +33,21 @@ impl Default for WebPushConfig {
             vapid_expiry: Duration::from_secs(12 * 3600),
             default_ttl: Duration::from_secs(28 * 24 * 3600),
             concurrency: None,
+            rate_limit: None,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl WebPushConfig {
+    /// The gate's settings.
+    pub fn guards(&self) -> crate::providers::Guards {
+        crate::providers::Guards {
+            concurrency: self.concurrency,
+            rate_limit: self.rate_limit,
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
         }
     }
 }
