@@ -124,14 +124,6 @@ impl Config {
             problems.push("topology.max_deliveries and topology.deliver_max_deliveries must be at least 1".to_owned());
         }
         let d = &self.deliver;
-        for (name, retry) in [("apns", &d.apns.retry), ("fcm", &d.fcm.retry), ("web_push", &d.web_push.retry)] {
-            if retry.attempts > t.deliver_max_deliveries {
-                problems.push(format!(
-                    "deliver.{name}.retry.attempts ({}) is more than topology.deliver_max_deliveries ({}): the consumer would give up first. Raise deliver_max_deliveries or lower attempts",
-                    retry.attempts, t.deliver_max_deliveries
-                ));
-            }
-        }
         if d.apns.token_refresh > Duration::from_secs(3600) {
             problems.push(format!(
                 "deliver.apns.token_refresh ({}) is over an hour: APNs refuses such tokens (ExpiredProviderToken). Use 20 to 60 minutes",
@@ -248,7 +240,6 @@ mod tests {
             ("[topology]\nidempotency_ttl = \"0s\"", "at least 1s"),
             ("[topology]\nmax_age = \"1day\"\ndedupe_ttl = \"1day\"", "quiet hours defer deliveries for up to a day"),
             ("[throttle]\ndefault_timezone = \"Mars/Olympus\"", "not an IANA name"),
-            ("[deliver.apns.retry]\nattempts = 20", "Raise deliver_max_deliveries or lower attempts"),
             ("[deliver.apns]\ntoken_refresh = \"2h\"", "APNs refuses such tokens"),
             ("[deliver.web_push]\nvapid_expiry = \"2days\"", "Use at most 24h"),
             ("[[throttle.caps]]\nname = \"x\"\nscope = \"user\"\nlimit = 0\nwindow = \"1h\"", "limit must be at least 1"),
