@@ -1,0 +1,100 @@
+//! The control API every sandbox server also answers, for `herald sandbox` users and tests in
+//! other processes: `GET|DELETE /_sandbox/received[?provider=apns]`, `PUT /_sandbox/faults`
+//! (a [`FaultPlan`] for this server's provider), `GET /_sandbox/stats`; and registering
+//! credentials: `POST /_sandbox/keys` (APNs: `{team_id, key_id, public_key_pem}`),
+//! `POST /_sandbox/service-accounts` (FCM: `{project_id, client_email, private_key_id,
+//! public_key_pem}`), `POST /_sandbox/subscriptions` (web push: `{application_server_key?}` →
+//! the subscription JSON).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::record::ProviderKind;
+use crate::server::{Call, Reply, empty, json as reply};
+use crate::{FaultPlan, Shared, lock};
+
+#[derive(Deserialize)]
+struct TeamKey {
+    team_id: String,
+    key_id: String,
+    public_key_pem: String,
+}
+
+#[derive(Deserialize)]
+struct Account {
+    project_id: String,
+    client_email: String,
+    private_key_id: String,
+    public_key_pem: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Subscribe {
+    application_server_key: Option<String>,
+}
+
+fn bad(detail: impl std::fmt::Display) -> Reply {
+    reply(400, &json!({ "error": detail.to_string() }))
+}
+
+pub async fn handle(shared: Arc<Shared>, provider: ProviderKind, call: Call) -> Reply {
+    let path = call.uri().path().trim_start_matches("/_sandbox/").to_owned();
+    let method = call.method().clone();
+    match (method.as_str(), path.as_str()) {
+        ("GET", "received") => {
+            let only = call.uri().query().and_then(|q| q.strip_prefix("provider="));
+            let all = lock(&shared.received).clone();
+            let picked: Vec<_> = all.into_iter().filter(|r| only.is_none_or(|p| r.provider.as_str() == p)).collect();
+            reply(200, &serde_json::to_value(picked).unwrap_or(Value::Null))
+        }
+        ("DELETE", "received") => {
+            lock(&shared.received).clear();
+            empty(204)
+        }
+        ("PUT", "faults") => match serde_json::from_slice::<FaultPlan>(call.body()) {
+            Ok(plan) => {
+                lock(&shared.faults).insert(provider, plan);
+                empty(204)
+            }
+            Err(e) => bad(format!("not a fault plan: {e}")),
+        },
+        ("GET", "stats") => {
+            let sandbox_stats = crate::Stats {
+                apns_tokens: shared.lock_apns().iter().map(|(k, t)| (k.clone(), t.tokens_accepted)).collect(),
+                fcm_tokens_issued: shared.fcm_tokens_issued.load(std::sync::atomic::Ordering::Relaxed),
+                connections: Default::default(),
+            };
+            reply(200, &serde_json::to_value(sandbox_stats).unwrap_or(Value::Null))
+        }
+        ("POST", "keys") if provider == ProviderKind::Apns => match serde_json::from_slice::<TeamKey>(call.body()) {
+            Ok(k) => match jsonwebtoken::DecodingKey::from_ec_pem(k.public_key_pem.as_bytes()) {
+                Ok(key) => {
+                    let team = crate::apns::TeamKey { team_id: k.team_id, key, current: None, tokens_accepted: 0 };
+                    shared.lock_apns().insert(k.key_id, team);
+                    empty(204)
+                }
+                Err(e) => bad(format!("not a P-256 public key: {e}")),
+            },
+            Err(e) => bad(e),
+        },
+        ("POST", "service-accounts") if provider == ProviderKind::Fcm => match serde_json::from_slice::<Account>(call.body()) {
+            Ok(a) => match jsonwebtoken::DecodingKey::from_rsa_pem(a.public_key_pem.as_bytes()) {
+                Ok(key) => {
+                    let account = crate::fcm::Account { project_id: a.project_id, client_email: a.client_email, key };
+                    shared.lock_fcm_accounts().insert(a.private_key_id, account);
+                    empty(204)
+                }
+                Err(e) => bad(format!("not an RSA public key: {e}")),
+            },
+            Err(e) => bad(e),
+        },
+        ("POST", "subscriptions") if provider == ProviderKind::WebPush => {
+            let request: Subscribe = serde_json::from_slice(call.body()).unwrap_or_default();
+            let subscriber = crate::web_push::subscribe(&shared, request.application_server_key.as_deref());
+            reply(201, &subscriber.subscription_json())
+        }
+        _ => reply(404, &json!({ "error": format!("no control route {method} /_sandbox/{path}") })),
+    }
+}

@@ -1,0 +1,308 @@
+//! Herald's provider sandboxes: local servers that speak APNs, FCM HTTP v1 and web push as the
+//! real services do — over TLS, APNs over HTTP/2 only — verify the credentials they do (provider
+//! JWTs, OAuth assertions and tokens, VAPID), enforce their limits, decrypt web push payloads,
+//! record every request ([`Received`], accepted or refused, duplicates included) and inject
+//! faults on request ([`FaultPlan`]). Tests run them in-process; `herald sandbox` and `make
+//! demo` run them beside Herald.
+//!
+//! One module per provider over one recorder ([`record`]) and one fault plan ([`faults`]);
+//! [`control`] is the `/_sandbox/…` HTTP API every server also answers.
+
+pub mod apns;
+pub mod control;
+pub mod faults;
+pub mod fcm;
+pub mod keys;
+pub mod record;
+mod server;
+mod tls;
+pub mod web_push;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use faults::{Answer, Burst, FaultPlan};
+pub use record::{ProviderKind, Received};
+pub use web_push::WebPushSubscriber;
+
+/// How the sandboxes run.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub bind: IpAddr,
+    /// 0: a free port.
+    pub apns_port: u16,
+    pub fcm_port: u16,
+    pub web_push_port: u16,
+    /// Added to every provider answer (a real service's round trip).
+    pub latency: Duration,
+    /// A new provider token for a key sooner than this after the last new one: 429
+    /// `TooManyProviderTokenUpdates` (Apple: 20 minutes).
+    pub apns_min_token_age: Duration,
+    /// A provider token older than this: 403 `ExpiredProviderToken` (Apple: an hour).
+    pub apns_max_token_age: Duration,
+    /// How long FCM access tokens live (Google: an hour).
+    pub fcm_token_lifetime: Duration,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            apns_port: 0,
+            fcm_port: 0,
+            web_push_port: 0,
+            latency: Duration::ZERO,
+            apns_min_token_age: Duration::from_secs(20 * 60),
+            apns_max_token_age: Duration::from_secs(3600),
+            fcm_token_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Counters: how the clients used the services.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Distinct provider tokens accepted, per APNs key id.
+    pub apns_tokens: HashMap<String, u64>,
+    /// FCM access tokens issued.
+    pub fcm_tokens_issued: u64,
+    /// TLS connections accepted, per provider (HTTP/2 reuse shows as few).
+    pub connections: HashMap<String, u64>,
+}
+
+/// Everything the servers share.
+pub struct Shared {
+    options: SandboxOptions,
+    ports: Mutex<(u16, u16, u16)>,
+    received: Mutex<Vec<Received>>,
+    faults: Mutex<HashMap<ProviderKind, FaultPlan>>,
+    apns_keys: Mutex<HashMap<String, apns::TeamKey>>,
+    fcm_accounts: Mutex<HashMap<String, fcm::Account>>,
+    fcm_tokens: Mutex<HashMap<String, fcm::Granted>>,
+    fcm_tokens_issued: AtomicU64,
+    subscribers: Mutex<HashMap<String, web_push::Subscriber>>,
+    connections: [Arc<AtomicU64>; 3],
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn lock_apns(&self) -> MutexGuard<'_, HashMap<String, apns::TeamKey>> {
+        lock(&self.apns_keys)
+    }
+
+    fn lock_fcm_accounts(&self) -> MutexGuard<'_, HashMap<String, fcm::Account>> {
+        lock(&self.fcm_accounts)
+    }
+
+    fn fcm_token_url(&self) -> String {
+        format!("https://localhost:{}/token", lock(&self.ports).1)
+    }
+
+    fn web_push_origin(&self) -> String {
+        format!("https://localhost:{}", lock(&self.ports).2)
+    }
+
+    fn grant_fcm_token(&self, token: String, granted: fcm::Granted) {
+        self.fcm_tokens_issued.fetch_add(1, Ordering::Relaxed);
+        lock(&self.fcm_tokens).insert(token, granted);
+    }
+
+    fn fcm_token(&self, token: &str) -> Option<(String, String, std::time::Instant)> {
+        lock(&self.fcm_tokens).get(token).map(|g| (g.project_id.clone(), g.client_email.clone(), g.expires))
+    }
+
+    fn add_subscriber(&self, id: String, subscriber: web_push::Subscriber) {
+        lock(&self.subscribers).insert(id, subscriber);
+    }
+
+    fn has_subscriber(&self, id: &str) -> bool {
+        lock(&self.subscribers).contains_key(id)
+    }
+
+    fn decrypt(&self, id: &str, key: &str, body: Vec<u8>) -> Result<Vec<u8>, Answer> {
+        let subscribers = lock(&self.subscribers);
+        let subscriber = subscribers.get(id).ok_or(Answer::new(404, "no such subscription"))?;
+        web_push::decrypt(subscriber, key, body)
+    }
+
+    /// The fault plan's answer for a request to `target`, if any.
+    fn fault(&self, provider: ProviderKind, target: &str) -> Option<Answer> {
+        let (unavailable, internal, throttled) = match provider {
+            ProviderKind::Apns => apns::standard_answers(),
+            ProviderKind::Fcm => fcm::standard_answers(),
+            ProviderKind::WebPush => web_push::standard_answers(),
+        };
+        lock(&self.faults).get_mut(&provider)?.decide(target, &unavailable, &internal, &throttled)
+    }
+
+    fn record(&self, received: Received) {
+        lock(&self.received).push(received);
+    }
+
+    /// Waits the provider's latency.
+    async fn pause(&self, provider: ProviderKind) {
+        let latency = lock(&self.faults).get(&provider).and_then(|f| f.latency_ms).map_or(self.options.latency, Duration::from_millis);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+}
+
+/// The running sandboxes. Clones share them; they stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    certificates: Arc<tls::Certificates>,
+    _tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("ports", &*lock(&self.shared.ports)).finish_non_exhaustive()
+    }
+}
+
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Sandbox {
+    /// Starts the three servers.
+    pub async fn start(options: SandboxOptions) -> anyhow::Result<Sandbox> {
+        let certificates = Arc::new(tls::Certificates::new()?);
+        let bind = |port: u16| TcpListener::bind(SocketAddr::new(options.bind, port));
+        let (apns, fcm, web) = (bind(options.apns_port).await?, bind(options.fcm_port).await?, bind(options.web_push_port).await?);
+        let ports = (apns.local_addr()?.port(), fcm.local_addr()?.port(), web.local_addr()?.port());
+        let shared = Arc::new(Shared {
+            options,
+            ports: Mutex::new(ports),
+            received: Mutex::default(),
+            faults: Mutex::default(),
+            apns_keys: Mutex::default(),
+            fcm_accounts: Mutex::default(),
+            fcm_tokens: Mutex::default(),
+            fcm_tokens_issued: AtomicU64::new(0),
+            subscribers: Mutex::default(),
+            connections: Default::default(),
+        });
+        let h2_only = certificates.server_config(&[b"h2"])?;
+        let both = certificates.server_config(&[b"h2", b"http/1.1"])?;
+        let route = |provider: ProviderKind| -> server::Handler {
+            let shared = shared.clone();
+            Arc::new(move |call| {
+                let shared = shared.clone();
+                Box::pin(async move {
+                    if call.uri().path().starts_with("/_sandbox/") {
+                        return control::handle(shared, provider, call).await;
+                    }
+                    match provider {
+                        ProviderKind::Apns => apns::handle(shared, call).await,
+                        ProviderKind::Fcm if call.uri().path() == "/token" => fcm::token(shared, call).await,
+                        ProviderKind::Fcm => fcm::send(shared, call).await,
+                        ProviderKind::WebPush => web_push::push(shared, call).await,
+                    }
+                })
+            })
+        };
+        let tasks = vec![
+            tokio::spawn(server::serve(apns, h2_only, true, route(ProviderKind::Apns), shared.connections[0].clone())),
+            tokio::spawn(server::serve(fcm, both.clone(), false, route(ProviderKind::Fcm), shared.connections[1].clone())),
+            tokio::spawn(server::serve(web, both, false, route(ProviderKind::WebPush), shared.connections[2].clone())),
+        ];
+        Ok(Sandbox { shared, certificates, _tasks: Arc::new(Tasks(tasks)) })
+    }
+
+    pub fn apns_url(&self) -> String {
+        format!("https://localhost:{}", lock(&self.shared.ports).0)
+    }
+
+    pub fn fcm_url(&self) -> String {
+        format!("https://localhost:{}", lock(&self.shared.ports).1)
+    }
+
+    pub fn fcm_token_url(&self) -> String {
+        self.shared.fcm_token_url()
+    }
+
+    pub fn web_push_origin(&self) -> String {
+        self.shared.web_push_origin()
+    }
+
+    /// The CA certificate (PEM) that signed the servers' certificate.
+    pub fn ca_pem(&self) -> String {
+        self.certificates.ca_pem.clone()
+    }
+
+    /// Accepts provider tokens signed by this key (SPKI PEM of a P-256 key).
+    pub fn apns_add_key(&self, team_id: &str, key_id: &str, public_key_pem: &str) -> anyhow::Result<()> {
+        let key = DecodingKey::from_ec_pem(public_key_pem.as_bytes())?;
+        let team = apns::TeamKey { team_id: team_id.into(), key, current: None, tokens_accepted: 0 };
+        self.shared.lock_apns().insert(key_id.into(), team);
+        Ok(())
+    }
+
+    /// Accepts OAuth assertions of this service account.
+    pub fn fcm_add_service_account(
+        &self,
+        project_id: &str,
+        client_email: &str,
+        private_key_id: &str,
+        public_key_pem: &str,
+    ) -> anyhow::Result<()> {
+        let key = DecodingKey::from_rsa_pem(public_key_pem.as_bytes())?;
+        let account = fcm::Account { project_id: project_id.into(), client_email: client_email.into(), key };
+        self.shared.lock_fcm_accounts().insert(private_key_id.into(), account);
+        Ok(())
+    }
+
+    /// A browser's subscription to this push service (`application_server_key`: the VAPID
+    /// public key the web app subscribed with; pushes signed by another are refused).
+    pub fn web_push_subscribe(&self, application_server_key: Option<&str>) -> WebPushSubscriber {
+        web_push::subscribe(&self.shared, application_server_key)
+    }
+
+    /// Everything received, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).clone()
+    }
+
+    /// What `provider` accepted.
+    pub fn accepted(&self, provider: ProviderKind) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.provider == provider && r.accepted()).collect()
+    }
+
+    pub fn clear(&self) {
+        lock(&self.shared.received).clear();
+    }
+
+    pub fn set_faults(&self, provider: ProviderKind, plan: FaultPlan) {
+        lock(&self.shared.faults).insert(provider, plan);
+    }
+
+    pub fn stats(&self) -> Stats {
+        let apns_tokens = self.shared.lock_apns().iter().map(|(kid, team)| (kid.clone(), team.tokens_accepted)).collect();
+        let connections = [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush]
+            .iter()
+            .zip(&self.shared.connections)
+            .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
+            .collect();
+        Stats { apns_tokens, fcm_tokens_issued: self.shared.fcm_tokens_issued.load(Ordering::Relaxed), connections }
+    }
+}

@@ -1,0 +1,54 @@
+//! The recorder: every request a sandbox received, accepted or refused, in arrival order — what
+//! a provider's own request log would show, and what tests count ("never twice" is counted here,
+//! duplicates included).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Which service a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Apns,
+    Fcm,
+    WebPush,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Apns => "apns",
+            ProviderKind::Fcm => "fcm",
+            ProviderKind::WebPush => "web_push",
+        }
+    }
+}
+
+/// One request as the sandbox saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Received {
+    pub provider: ProviderKind,
+    pub at: jiff::Timestamp,
+    /// The APNs device token, the FCM registration token (or topic), the web push subscription id.
+    pub target: String,
+    /// What the sandbox answered.
+    pub status: u16,
+    /// The refusal's reason (APNs `reason`, FCM `errorCode`, web push text), when refused.
+    pub reason: Option<String>,
+    /// The protocol headers that matter (`apns-*`; `TTL`, `Urgency`, `Topic`).
+    pub headers: BTreeMap<String, String>,
+    /// The APNs JSON body; the FCM `message`; the decrypted web push plaintext (as JSON when it is).
+    pub payload: serde_json::Value,
+    /// Who signed it: APNs `<team>/<key id>`, FCM the service account's e-mail, web push the
+    /// VAPID public key.
+    pub credential: Option<String>,
+    /// The id the sandbox answered with (`apns-id`, FCM `name`, web push `Location`).
+    pub message_id: Option<String>,
+}
+
+impl Received {
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
