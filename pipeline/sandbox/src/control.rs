@@ -60,32 +60,17 @@ pub async fn handle(shared: Arc<Shared>, provider: ProviderKind, call: Call) -> 
             }
             Err(e) => bad(format!("not a fault plan: {e}")),
         },
-        ("GET", "stats") => {
-            let sandbox_stats = crate::Stats {
-                apns_tokens: shared.lock_apns().iter().map(|(k, t)| (k.clone(), t.tokens_accepted)).collect(),
-                fcm_tokens_issued: shared.fcm_tokens_issued.load(std::sync::atomic::Ordering::Relaxed),
-                connections: Default::default(),
-            };
-            reply(200, &serde_json::to_value(sandbox_stats).unwrap_or(Value::Null))
-        }
+        ("GET", "stats") => reply(200, &serde_json::to_value(shared.stats()).unwrap_or(Value::Null)),
         ("POST", "keys") if provider == ProviderKind::Apns => match serde_json::from_slice::<TeamKey>(call.body()) {
-            Ok(k) => match jsonwebtoken::DecodingKey::from_ec_pem(k.public_key_pem.as_bytes()) {
-                Ok(key) => {
-                    let team = crate::apns::TeamKey { team_id: k.team_id, key, current: None, tokens_accepted: 0 };
-                    shared.lock_apns().insert(k.key_id, team);
-                    empty(204)
-                }
+            Ok(k) => match shared.add_apns_key(&k.team_id, &k.key_id, &k.public_key_pem) {
+                Ok(()) => empty(204),
                 Err(e) => bad(format!("not a P-256 public key: {e}")),
             },
             Err(e) => bad(e),
         },
         ("POST", "service-accounts") if provider == ProviderKind::Fcm => match serde_json::from_slice::<Account>(call.body()) {
-            Ok(a) => match jsonwebtoken::DecodingKey::from_rsa_pem(a.public_key_pem.as_bytes()) {
-                Ok(key) => {
-                    let account = crate::fcm::Account { project_id: a.project_id, client_email: a.client_email, key };
-                    shared.lock_fcm_accounts().insert(a.private_key_id, account);
-                    empty(204)
-                }
+            Ok(a) => match shared.add_fcm_account(&a.project_id, &a.client_email, &a.private_key_id, &a.public_key_pem) {
+                Ok(()) => empty(204),
                 Err(e) => bad(format!("not an RSA public key: {e}")),
             },
             Err(e) => bad(e),

@@ -136,6 +136,30 @@ impl Shared {
         web_push::decrypt(subscriber, key, body)
     }
 
+    fn add_apns_key(&self, team_id: &str, key_id: &str, public_key_pem: &str) -> anyhow::Result<()> {
+        let key = DecodingKey::from_ec_pem(public_key_pem.as_bytes())?;
+        let team = apns::TeamKey { team_id: team_id.into(), key, current: None, tokens_accepted: 0 };
+        self.lock_apns().insert(key_id.into(), team);
+        Ok(())
+    }
+
+    fn add_fcm_account(&self, project_id: &str, client_email: &str, private_key_id: &str, public_key_pem: &str) -> anyhow::Result<()> {
+        let key = DecodingKey::from_rsa_pem(public_key_pem.as_bytes())?;
+        let account = fcm::Account { project_id: project_id.into(), client_email: client_email.into(), key };
+        self.lock_fcm_accounts().insert(private_key_id.into(), account);
+        Ok(())
+    }
+
+    fn stats(&self) -> Stats {
+        let apns_tokens = self.lock_apns().iter().map(|(kid, team)| (kid.clone(), team.tokens_accepted)).collect();
+        let connections = [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush]
+            .iter()
+            .zip(&self.connections)
+            .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
+            .collect();
+        Stats { apns_tokens, fcm_tokens_issued: self.fcm_tokens_issued.load(Ordering::Relaxed), connections }
+    }
+
     /// The fault plan's answer for a request to `target`, if any.
     fn fault(&self, provider: ProviderKind, target: &str) -> Option<Answer> {
         let (unavailable, internal, throttled) = match provider {
@@ -252,10 +276,7 @@ impl Sandbox {
 
     /// Accepts provider tokens signed by this key (SPKI PEM of a P-256 key).
     pub fn apns_add_key(&self, team_id: &str, key_id: &str, public_key_pem: &str) -> anyhow::Result<()> {
-        let key = DecodingKey::from_ec_pem(public_key_pem.as_bytes())?;
-        let team = apns::TeamKey { team_id: team_id.into(), key, current: None, tokens_accepted: 0 };
-        self.shared.lock_apns().insert(key_id.into(), team);
-        Ok(())
+        self.shared.add_apns_key(team_id, key_id, public_key_pem)
     }
 
     /// Accepts OAuth assertions of this service account.
@@ -297,12 +318,6 @@ impl Sandbox {
     }
 
     pub fn stats(&self) -> Stats {
-        let apns_tokens = self.shared.lock_apns().iter().map(|(kid, team)| (kid.clone(), team.tokens_accepted)).collect();
-        let connections = [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush]
-            .iter()
-            .zip(&self.shared.connections)
-            .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
-            .collect();
-        Stats { apns_tokens, fcm_tokens_issued: self.shared.fcm_tokens_issued.load(Ordering::Relaxed), connections }
+        self.shared.stats()
     }
 }

@@ -32,6 +32,32 @@ pub trait CredentialStore: Send + Sync + 'static {
     ) -> PortFuture<'a, Option<Arc<StoredCredentials>>>;
 }
 
+/// The credentials a delivery's tenant and device app use for `provider` (`what` names them in
+/// errors, e.g. "APNs credentials"): a store that cannot be read is an outage, none at all a
+/// permanent `no_credentials`.
+pub async fn lookup(
+    store: &dyn CredentialStore,
+    delivery: &herald_schemas::Delivery,
+    provider: &str,
+    what: &str,
+) -> Result<Arc<StoredCredentials>, crate::ProviderError> {
+    let app = delivery.device.as_ref().and_then(|d| d.app_id.as_deref());
+    store
+        .credentials(&delivery.tenant, provider, app)
+        .await
+        .map_err(|e| crate::ProviderError::outage("store_unavailable", format!("cannot read {what}: {e}")))?
+        .ok_or_else(|| {
+            crate::ProviderError::permanent(
+                "no_credentials",
+                format!(
+                    "tenant `{}` has no {what} for app `{}` (nor `default`); add them with `herald providers set {provider}`",
+                    delivery.tenant,
+                    app.unwrap_or("default")
+                ),
+            )
+        })
+}
+
 /// What a provider said about a device it will never deliver to again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalidation {

@@ -60,22 +60,7 @@ impl Apns {
 
     /// The tenant's credentials for the device's app, and their signer.
     async fn credentials(&self, delivery: &Delivery) -> Result<(ApnsCredentials, Arc<Signer>), ProviderError> {
-        let app = delivery.device.as_ref().and_then(|d| d.app_id.as_deref());
-        let stored = self
-            .credentials
-            .credentials(&delivery.tenant, "apns", app)
-            .await
-            .map_err(|e| ProviderError::outage("store_unavailable", format!("cannot read APNs credentials: {e}")))?
-            .ok_or_else(|| {
-                ProviderError::permanent(
-                    "no_credentials",
-                    format!(
-                        "tenant `{}` has no APNs credentials for app `{}` (nor `default`); add them with `herald providers set`",
-                        delivery.tenant,
-                        app.unwrap_or("default")
-                    ),
-                )
-            })?;
+        let stored = crate::ports::lookup(self.credentials.as_ref(), delivery, "apns", "APNs credentials").await?;
         let Credentials::Apns(credentials) = &stored.credentials else {
             return Err(ProviderError::permanent("invalid_credentials", "the stored APNs credentials are of another provider"));
         };

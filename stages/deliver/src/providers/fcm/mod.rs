@@ -53,22 +53,7 @@ impl Fcm {
     }
 
     async fn source(&self, delivery: &Delivery) -> Result<(String, Arc<TokenSource>), ProviderError> {
-        let app = delivery.device.as_ref().and_then(|d| d.app_id.as_deref());
-        let stored = self
-            .credentials
-            .credentials(&delivery.tenant, "fcm", app)
-            .await
-            .map_err(|e| ProviderError::outage("store_unavailable", format!("cannot read FCM credentials: {e}")))?
-            .ok_or_else(|| {
-                ProviderError::permanent(
-                    "no_credentials",
-                    format!(
-                        "tenant `{}` has no FCM service account for app `{}` (nor `default`); add one with `herald providers set`",
-                        delivery.tenant,
-                        app.unwrap_or("default")
-                    ),
-                )
-            })?;
+        let stored = crate::ports::lookup(self.credentials.as_ref(), delivery, "fcm", "FCM service account").await?;
         let Credentials::Fcm(credentials) = &stored.credentials else {
             return Err(ProviderError::permanent("invalid_credentials", "the stored FCM credentials are of another provider"));
         };

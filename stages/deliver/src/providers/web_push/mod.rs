@@ -50,22 +50,7 @@ impl WebPush {
     }
 
     async fn vapid(&self, delivery: &Delivery) -> Result<Arc<Vapid>, ProviderError> {
-        let app = delivery.device.as_ref().and_then(|d| d.app_id.as_deref());
-        let stored = self
-            .credentials
-            .credentials(&delivery.tenant, "web_push", app)
-            .await
-            .map_err(|e| ProviderError::outage("store_unavailable", format!("cannot read VAPID keys: {e}")))?
-            .ok_or_else(|| {
-                ProviderError::permanent(
-                    "no_credentials",
-                    format!(
-                        "tenant `{}` has no VAPID keys for app `{}` (nor `default`); add them with `herald providers set`",
-                        delivery.tenant,
-                        app.unwrap_or("default")
-                    ),
-                )
-            })?;
+        let stored = crate::ports::lookup(self.credentials.as_ref(), delivery, "web_push", "VAPID keys").await?;
         let Credentials::WebPush(credentials) = &stored.credentials else {
             return Err(ProviderError::permanent("invalid_credentials", "the stored web push credentials are of another provider"));
         };
