@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use crate::Shared;
 use crate::faults::Answer;
 use crate::record::{ProviderKind, Received};
-use crate::server::{Call, Reply, empty, json};
+use crate::server::{self, Call, Reply, empty, json};
 
 /// A registered team key.
 pub struct TeamKey {
@@ -33,7 +33,7 @@ fn refusal(status: u16, reason: &str) -> Answer {
 
 /// Checks the provider token: the credential (`<team>/<kid>`) or the refusal.
 fn authenticate(shared: &Shared, call: &Call) -> Result<String, Answer> {
-    let Some(token) = call.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("bearer ")) else {
+    let Some(token) = server::bearer_token(call) else {
         return Err(refusal(403, "MissingProviderToken"));
     };
     let header = jsonwebtoken::decode_header(token).map_err(|_| refusal(403, "InvalidProviderToken"))?;

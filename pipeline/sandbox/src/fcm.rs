@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::Shared;
 use crate::faults::Answer;
 use crate::record::{ProviderKind, Received};
-use crate::server::{Call, Reply, json as reply};
+use crate::server::{self, Call, Reply, json as reply};
 
 /// A registered service account.
 pub struct Account {
@@ -90,7 +90,7 @@ pub async fn token(shared: Arc<Shared>, call: Call) -> Reply {
 /// Checks a send; the project's message or the refusal (an `Answer` whose reason is the FCM
 /// error code, or `UNAUTHENTICATED`/`PERMISSION_DENIED` without one).
 fn validate(shared: &Shared, call: &Call, project: &str, received: &mut Received) -> Result<Value, (Answer, bool)> {
-    let token = call.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let token = server::bearer_token(call);
     let granted = token.and_then(|t| shared.fcm_token(t));
     let Some((granted_project, email, expires)) = granted else {
         return Err((Answer::new(401, "UNAUTHENTICATED"), false));

@@ -17,6 +17,14 @@ use tokio_rustls::TlsAcceptor;
 
 /// A request with its body read.
 pub type Call = Request<Bytes>;
+/// The token of an `Authorization: Bearer <token>` header; the scheme is matched without regard
+/// to case (RFC 9110 §11.1), as Apple writes `bearer` and Google `Bearer`.
+pub fn bearer_token(call: &Call) -> Option<&str> {
+    let value = call.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
 /// What a handler answers.
 pub type Reply = Response<Full<Bytes>>;
 /// A provider's request handler.

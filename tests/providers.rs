@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use herald_deliver::http::TlsConfig;
 use herald_deliver::ports::memory::MemoryCredentials;
 use herald_deliver::providers::apns::{Apns, ApnsConfig};
@@ -26,15 +28,15 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-async fn world(options: SandboxOptions) -> World {
-    let sandbox = Sandbox::start(options).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+async fn world(options: SandboxOptions) -> anyhow::Result<World> {
+    let sandbox = Sandbox::start(options).await?;
+    let dir = tempfile::tempdir()?;
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, sandbox.ca_pem()).unwrap();
+    std::fs::write(&ca, sandbox.ca_pem())?;
     let credentials = Arc::new(MemoryCredentials::default());
     for (tenant, team, kid) in [("acme", "ACMETEAM01", "ACMEKEY001"), ("globex", "GLOBEXTEAM", "GLOBEXKEY1")] {
-        let key = apns_key(team, kid).unwrap();
-        sandbox.apns_add_key(team, kid, &key.public_key_pem).unwrap();
+        let key = apns_key(team, kid)?;
+        sandbox.apns_add_key(team, kid, &key.public_key_pem)?;
         credentials.put(
             tenant,
             "default",
@@ -46,9 +48,9 @@ async fn world(options: SandboxOptions) -> World {
             }),
         );
     }
-    let account = fcm_service_account("acme-prod", &sandbox.fcm_token_url()).unwrap();
-    sandbox.fcm_add_service_account(&account.project_id, &account.client_email, &account.private_key_id, &account.public_key_pem).unwrap();
-    let service_account: ServiceAccount = serde_json::from_value(account.json.clone()).unwrap();
+    let account = fcm_service_account("acme-prod", &sandbox.fcm_token_url())?;
+    sandbox.fcm_add_service_account(&account.project_id, &account.client_email, &account.private_key_id, &account.public_key_pem)?;
+    let service_account: ServiceAccount = serde_json::from_value(account.json.clone())?;
     credentials.put("acme", "default", Credentials::Fcm(FcmCredentials { service_account }));
     let vapid = vapid_key();
     credentials.put(
@@ -60,27 +62,27 @@ async fn world(options: SandboxOptions) -> World {
             private_key: Secret::new(vapid.private_key),
         }),
     );
-    World { sandbox, credentials, tls: TlsConfig { extra_ca_file: Some(ca) }, _dir: dir }
+    Ok(World { sandbox, credentials, tls: TlsConfig { extra_ca_file: Some(ca) }, _dir: dir })
 }
 
 impl World {
-    fn apns(&self, token_refresh: Duration) -> Apns {
+    fn apns(&self, token_refresh: Duration) -> anyhow::Result<Apns> {
         let config = ApnsConfig {
             production_url: self.sandbox.apns_url(),
             development_url: self.sandbox.apns_url(),
             token_refresh,
             ..ApnsConfig::default()
         };
-        Apns::new(&config, &self.tls, Duration::from_secs(5), self.credentials.clone()).unwrap()
+        Ok(Apns::new(&config, &self.tls, Duration::from_secs(5), self.credentials.clone())?)
     }
 
-    fn fcm(&self) -> Fcm {
+    fn fcm(&self) -> anyhow::Result<Fcm> {
         let config = FcmConfig { url: self.sandbox.fcm_url(), ..FcmConfig::default() };
-        Fcm::new(&config, &self.tls, Duration::from_secs(5), self.credentials.clone()).unwrap()
+        Ok(Fcm::new(&config, &self.tls, Duration::from_secs(5), self.credentials.clone())?)
     }
 
-    fn web_push(&self) -> WebPush {
-        WebPush::new(&WebPushConfig::default(), &self.tls, Duration::from_secs(5), self.credentials.clone()).unwrap()
+    fn web_push(&self) -> anyhow::Result<WebPush> {
+        Ok(WebPush::new(&WebPushConfig::default(), &self.tls, Duration::from_secs(5), self.credentials.clone())?)
     }
 }
 
@@ -110,9 +112,9 @@ fn web(n: u128, subscription: &serde_json::Value) -> Delivery {
 }
 
 #[tokio::test]
-async fn apns_calls_share_one_http2_connection_and_one_jwt_with_every_header() {
-    let world = world(SandboxOptions::default()).await;
-    let apns = Arc::new(world.apns(Duration::from_secs(50 * 60)));
+async fn apns_calls_share_one_http2_connection_and_one_jwt_with_every_header() -> anyhow::Result<()> {
+    let world = world(SandboxOptions::default()).await?;
+    let apns = Arc::new(world.apns(Duration::from_secs(50 * 60))?);
     let sends: Vec<_> = (1..=20u128)
         .map(|n| {
             let apns = apns.clone();
@@ -120,11 +122,11 @@ async fn apns_calls_share_one_http2_connection_and_one_jwt_with_every_header() {
         })
         .collect();
     for send in sends {
-        send.await.unwrap().unwrap();
+        send.await??;
     }
     let accepted = world.sandbox.accepted(ProviderKind::Apns);
     assert_eq!(accepted.len(), 20);
-    let first = accepted.iter().find(|r| r.target == format!("{:064x}", 1)).unwrap();
+    let first = accepted.iter().find(|r| r.target == format!("{:064x}", 1)).context("the first push")?;
     assert_eq!(first.headers["apns-id"], uuid::Uuid::from_u128(1).hyphenated().to_string(), "the delivery id, so a retry is recognisable");
     assert_eq!(first.headers["apns-topic"], "com.example.app");
     assert_eq!(first.headers["apns-push-type"], "alert");
@@ -135,10 +137,19 @@ async fn apns_calls_share_one_http2_connection_and_one_jwt_with_every_header() {
     assert_eq!(stats.connections["apns"], 1, "20 concurrent calls, one HTTP/2 connection");
     assert_eq!(stats.apns_tokens["ACMEKEY001"], 1, "one JWT for all of them");
     assert_eq!(apns.tokens_signed(), 1);
+    Ok(())
 }
 
 /// Scripts `answer` for a target, sends once, and checks what the client made of it.
-async fn check(world: &World, provider: &dyn Provider, kind: ProviderKind, delivery: &Delivery, target: &str, answer: Answer, expected: Class) {
+async fn check(
+    world: &World,
+    provider: &dyn Provider,
+    kind: ProviderKind,
+    delivery: &Delivery,
+    target: &str,
+    answer: Answer,
+    expected: Class,
+) {
     let mut plan = FaultPlan::default();
     plan.tokens.insert(target.to_owned(), answer.clone());
     world.sandbox.set_faults(kind, plan);
@@ -150,10 +161,10 @@ async fn check(world: &World, provider: &dyn Provider, kind: ProviderKind, deliv
 }
 
 #[tokio::test]
-async fn apns_answers_are_classified_with_apples_reason() {
+async fn apns_answers_are_classified_with_apples_reason() -> anyhow::Result<()> {
     use Class::*;
-    let world = world(SandboxOptions::default()).await;
-    let apns = world.apns(Duration::from_secs(50 * 60));
+    let world = world(SandboxOptions::default()).await?;
+    let apns = world.apns(Duration::from_secs(50 * 60))?;
     let delivery = ios(7, "acme");
     let token = delivery.address.clone();
     for (status, reason, class) in [
@@ -176,17 +187,18 @@ async fn apns_answers_are_classified_with_apples_reason() {
         content: Some(Content { parts: [("body".to_owned(), "x".repeat(5000))].into(), ..Content::default() }),
         ..ios(8, "acme")
     };
-    let error = apns.send(&big).await.unwrap_err();
+    let error = apns.send(&big).await.expect_err("refused");
     assert_eq!((error.class, error.code.as_str()), (Permanent, "PayloadTooLarge"));
-    let error = apns.send(&Delivery { address: "z".repeat(64), ..ios(9, "acme") }).await.unwrap_err();
+    let error = apns.send(&Delivery { address: "z".repeat(64), ..ios(9, "acme") }).await.expect_err("refused");
     assert_eq!((error.class, error.code.as_str()), (TokenInvalid, "BadDeviceToken"));
+    Ok(())
 }
 
 #[tokio::test]
-async fn fcm_answers_are_classified_by_their_fcm_error_code() {
+async fn fcm_answers_are_classified_by_their_fcm_error_code() -> anyhow::Result<()> {
     use Class::*;
-    let world = world(SandboxOptions::default()).await;
-    let fcm = world.fcm();
+    let world = world(SandboxOptions::default()).await?;
+    let fcm = world.fcm()?;
     let delivery = android(3);
     fcm.send(&delivery).await.expect("sent");
     let sent = world.sandbox.accepted(ProviderKind::Fcm);
@@ -206,14 +218,15 @@ async fn fcm_answers_are_classified_by_their_fcm_error_code() {
         let answer = Answer { retry_after_secs: (status == 429).then_some(3), ..Answer::new(status, code) };
         check(&world, &fcm, ProviderKind::Fcm, &delivery, &token, answer, class).await;
     }
+    Ok(())
 }
 
 #[tokio::test]
-async fn web_push_is_encrypted_for_the_subscriber_and_signed_with_vapid() {
+async fn web_push_is_encrypted_for_the_subscriber_and_signed_with_vapid() -> anyhow::Result<()> {
     use Class::*;
-    let world = world(SandboxOptions::default()).await;
-    let web_push = world.web_push();
-    let Credentials::WebPush(vapid) = world.credentials_for("web_push") else { unreachable!() };
+    let world = world(SandboxOptions::default()).await?;
+    let web_push = world.web_push()?;
+    let Credentials::WebPush(vapid) = world.credentials_for("web_push")? else { unreachable!() };
     let subscriber = world.sandbox.web_push_subscribe(Some(&vapid.public_key));
     let delivery = web(4, &subscriber.subscription_json());
     web_push.send(&delivery).await.expect("sent");
@@ -222,74 +235,83 @@ async fn web_push_is_encrypted_for_the_subscriber_and_signed_with_vapid() {
     assert_eq!(sent[0].payload["title"], "Order shipped", "the sandbox decrypted it with the subscriber's keys");
     assert_eq!(sent[0].credential.as_deref(), Some(vapid.public_key.as_str()), "and verified the VAPID JWT");
     assert_eq!(sent[0].headers["urgency"], "normal");
-    assert!(sent[0].headers["ttl"].parse::<u64>().unwrap() > 0);
-    for (status, reason, class) in [(410, "gone", TokenInvalid), (404, "not found", TokenInvalid), (413, "too large", Permanent), (429, "slow down", Throttled), (503, "down", Outage)] {
+    assert!(sent[0].headers["ttl"].parse::<u64>()? > 0);
+    for (status, reason, class) in [
+        (410, "gone", TokenInvalid),
+        (404, "not found", TokenInvalid),
+        (413, "too large", Permanent),
+        (429, "slow down", Throttled),
+        (503, "down", Outage),
+    ] {
         let answer = Answer { retry_after_secs: (status == 429).then_some(2), ..Answer::new(status, reason) };
         let mut plan = FaultPlan::default();
         plan.tokens.insert(subscriber.id.clone(), answer);
         world.sandbox.set_faults(ProviderKind::WebPush, plan);
-        let error = web_push.send(&delivery).await.unwrap_err();
+        let error = web_push.send(&delivery).await.expect_err("refused");
         assert_eq!((error.class, error.code.clone()), (class, format!("http_{status}")), "{status}");
     }
     // Signed with another key than the subscription was made with: refused.
     world.sandbox.set_faults(ProviderKind::WebPush, FaultPlan::default());
     let other = world.sandbox.web_push_subscribe(Some(&vapid_key().public_key));
-    let error = web_push.send(&web(5, &other.subscription_json())).await.unwrap_err();
+    let error = web_push.send(&web(5, &other.subscription_json())).await.expect_err("refused");
     assert_eq!((error.class, error.code.as_str()), (Permanent, "http_403"));
+    Ok(())
 }
 
 impl World {
-    fn credentials_for(&self, provider: &str) -> Credentials {
+    fn credentials_for(&self, provider: &str) -> anyhow::Result<Credentials> {
         use herald_deliver::ports::CredentialStore;
-        let found = futures::executor::block_on(self.credentials.credentials("acme", provider, None)).unwrap().unwrap();
-        found.credentials.clone()
+        let found = futures::executor::block_on(self.credentials.credentials("acme", provider, None))?.context("acme's credentials")?;
+        Ok(found.credentials.clone())
     }
 }
 
 #[tokio::test]
-async fn tokens_are_reused_then_refreshed_when_they_expire() {
+async fn tokens_are_reused_then_refreshed_when_they_expire() -> anyhow::Result<()> {
     let options = SandboxOptions {
         apns_min_token_age: Duration::from_millis(500),
         fcm_token_lifetime: Duration::from_secs(2),
         ..SandboxOptions::default()
     };
-    let world = world(options).await;
-    let apns = world.apns(Duration::from_secs(1));
-    let fcm = world.fcm();
+    let world = world(options).await?;
+    let apns = world.apns(Duration::from_secs(1))?;
+    let fcm = world.fcm()?;
     for n in 0..5 {
-        apns.send(&ios(n, "acme")).await.unwrap();
-        fcm.send(&android(n)).await.unwrap();
+        apns.send(&ios(n, "acme")).await?;
+        fcm.send(&android(n)).await?;
     }
     assert_eq!((world.sandbox.stats().apns_tokens["ACMEKEY001"], world.sandbox.stats().fcm_tokens_issued), (1, 1), "reused");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     for n in 5..10 {
-        apns.send(&ios(n, "acme")).await.unwrap();
-        fcm.send(&android(n)).await.unwrap();
+        apns.send(&ios(n, "acme")).await?;
+        fcm.send(&android(n)).await?;
     }
     let stats = world.sandbox.stats();
     assert_eq!((stats.apns_tokens["ACMEKEY001"], stats.fcm_tokens_issued), (2, 2), "refreshed once each after expiry");
     assert_eq!((apns.tokens_signed(), fcm.tokens_obtained()), (2, 2));
+    Ok(())
 }
 
 #[tokio::test]
-async fn each_tenants_pushes_are_signed_with_its_own_key() {
-    let world = world(SandboxOptions::default()).await;
-    let apns = world.apns(Duration::from_secs(50 * 60));
+async fn each_tenants_pushes_are_signed_with_its_own_key() -> anyhow::Result<()> {
+    let world = world(SandboxOptions::default()).await?;
+    let apns = world.apns(Duration::from_secs(50 * 60))?;
     for n in 0..3 {
-        apns.send(&ios(n, "acme")).await.unwrap();
-        apns.send(&ios(100 + n, "globex")).await.unwrap();
+        apns.send(&ios(n, "acme")).await?;
+        apns.send(&ios(100 + n, "globex")).await?;
     }
     let signed: Vec<(String, String)> =
-        world.sandbox.accepted(ProviderKind::Apns).iter().map(|r| (r.target.clone(), r.credential.clone().unwrap())).collect();
+        world.sandbox.accepted(ProviderKind::Apns).iter().map(|r| (r.target.clone(), r.credential.clone().unwrap_or_default())).collect();
     assert_eq!(signed.len(), 6);
     for (target, credential) in signed {
-        let n = u128::from_str_radix(&target, 16).unwrap();
+        let n = u128::from_str_radix(&target, 16)?;
         let expected = if n >= 100 { "GLOBEXTEAM/GLOBEXKEY1" } else { "ACMETEAM01/ACMEKEY001" };
         assert_eq!(credential, expected, "token {target}");
     }
     // A tenant without credentials: a clear permanent `no_credentials`, no call.
     let before = world.sandbox.received().len();
-    let error = apns.send(&ios(9, "initech")).await.unwrap_err();
+    let error = apns.send(&ios(9, "initech")).await.expect_err("refused");
     assert_eq!((error.class, error.code.as_str()), (Class::Permanent, "no_credentials"));
     assert_eq!(world.sandbox.received().len(), before);
+    Ok(())
 }
