@@ -8,6 +8,7 @@
 //! One module per provider over one recorder ([`record`]) and one fault plan ([`faults`]);
 //! [`control`] is the `/_sandbox/…` HTTP API every server also answers.
 
+pub mod accounts;
 pub mod apns;
 pub mod control;
 pub mod faults;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use accounts::Accounts;
 pub use faults::{Answer, Burst, FaultPlan};
 pub use record::{ProviderKind, Received};
 pub use web_push::WebPushSubscriber;
@@ -287,10 +289,7 @@ impl Sandbox {
         private_key_id: &str,
         public_key_pem: &str,
     ) -> anyhow::Result<()> {
-        let key = DecodingKey::from_rsa_pem(public_key_pem.as_bytes())?;
-        let account = fcm::Account { project_id: project_id.into(), client_email: client_email.into(), key };
-        self.shared.lock_fcm_accounts().insert(private_key_id.into(), account);
-        Ok(())
+        self.shared.add_fcm_account(project_id, client_email, private_key_id, public_key_pem)
     }
 
     /// A browser's subscription to this push service (`application_server_key`: the VAPID

@@ -1,0 +1,63 @@
+//! A tenant's accounts at the sandboxes in one call: an APNs team key, an FCM service account and
+//! a VAPID key pair generated, registered with the sandboxes, and returned as the credential
+//! files Herald takes (`herald providers set <provider> <file>`, or the admin API's
+//! `PUT /v1/tenants/{t}/providers/{provider}/{app}` body). Used by the tests, `make demo`,
+//! `herald bench --providers sandbox` and `herald sandbox`.
+
+use serde_json::{Value, json};
+
+use crate::Sandbox;
+use crate::keys::{apns_key, fcm_service_account, vapid_key};
+
+/// The credentials of one tenant, as Herald takes them.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    /// `{team_id, key_id, topic, private_key}`.
+    pub apns: Value,
+    /// `{service_account}`: the file as Google gives it out, its `token_uri` the sandbox's.
+    pub fcm: Value,
+    /// `{subject, public_key, private_key}`.
+    pub web_push: Value,
+    /// The APNs `<team>/<kid>` the sandbox records as the credential of what this key signed.
+    pub apns_credential: String,
+    /// The VAPID public key browsers subscribe with ([`Sandbox::web_push_subscribe`]).
+    pub vapid_public_key: String,
+}
+
+impl Accounts {
+    /// `(provider, credentials)` pairs, in the order `herald providers set` would take them.
+    pub fn each(&self) -> [(&'static str, &Value); 3] {
+        [("apns", &self.apns), ("fcm", &self.fcm), ("web_push", &self.web_push)]
+    }
+}
+
+/// A 10-character upper-case id as Apple shows them (team and key ids).
+fn apple_id(seed: &str, salt: &str) -> String {
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{salt}/{seed}").as_bytes());
+    digest.simple().to_string().to_uppercase()[..10].to_owned()
+}
+
+impl Sandbox {
+    /// Generates `tenant`'s accounts, registers them with the three sandboxes and returns what
+    /// Herald must be given. `topic` is the iOS app's bundle id (`apns-topic`).
+    pub fn accounts(&self, tenant: &str, topic: &str) -> anyhow::Result<Accounts> {
+        let (team_id, key_id) = (apple_id(tenant, "team"), apple_id(&uuid::Uuid::new_v4().to_string(), "key"));
+        let key = apns_key(&team_id, &key_id)?;
+        self.apns_add_key(&team_id, &key_id, &key.public_key_pem)?;
+        let project = format!("{}-push", tenant.replace(|c: char| !c.is_ascii_alphanumeric(), "-").to_lowercase());
+        let account = fcm_service_account(&project, &self.fcm_token_url())?;
+        self.fcm_add_service_account(&account.project_id, &account.client_email, &account.private_key_id, &account.public_key_pem)?;
+        let vapid = vapid_key();
+        Ok(Accounts {
+            apns: json!({ "team_id": team_id, "key_id": key_id, "topic": topic, "private_key": key.private_key_pem }),
+            fcm: json!({ "service_account": account.json }),
+            web_push: json!({
+                "subject": format!("mailto:ops@{tenant}.example"),
+                "public_key": vapid.public_key,
+                "private_key": vapid.private_key,
+            }),
+            apns_credential: format!("{team_id}/{key_id}"),
+            vapid_public_key: vapid.public_key,
+        })
+    }
+}
