@@ -24,11 +24,6 @@ struct World {
     _ca: tempfile::TempDir,
 }
 
-/// `count` users per platform: `ios-<n>`, `android-<n>`, `web-<n>`.
-struct Users {
-    count: usize,
-}
-
 fn ios_token(n: usize) -> String {
     format!("{:064x}", 0xA000_0000 + n)
 }
@@ -61,7 +56,8 @@ body = "It arrives tomorrow."
     Ok(root.join("templates"))
 }
 
-async fn world(users: Users, deliver_extra: &str, env_vars: &[(&str, &str)]) -> anyhow::Result<World> {
+/// `users` per platform: `ios-<n>`, `android-<n>`, `web-<n>`.
+async fn world(users: usize, deliver_extra: &str, env_vars: &[(&str, &str)]) -> anyhow::Result<World> {
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
     let ca = tempfile::tempdir()?;
     let ca_file = ca.path().join("ca.pem");
@@ -90,7 +86,7 @@ url = "{fcm}"
     let env = TestEnv::with(Options { max_deliveries: 12, extra_config, ..Options::default() }).await?;
     let accounts = sandbox.accounts("acme", TOPIC)?;
     let mut jsonl = String::new();
-    for n in 0..users.count {
+    for n in 0..users {
         let subscriber = sandbox.web_push_subscribe(Some(&accounts.vapid_public_key));
         for (user, device) in [
             (format!("ios-{n}"), json!({ "id": "phone", "platform": "ios", "token": ios_token(n), "app_id": TOPIC })),
@@ -188,7 +184,7 @@ fn once_each(accepted: &[Received], expected: usize) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_token_answered_410_is_disabled_and_never_called_again() -> anyhow::Result<()> {
-    let world = world(Users { count: 2 }, "", &[]).await?;
+    let world = world(2, "", &[]).await?;
     let gone = ios_token(0);
     let mut plan = FaultPlan::default();
     plan.tokens.insert(gone.clone(), herald_sandbox::Answer::new(410, "Unregistered"));
@@ -233,7 +229,7 @@ async fn a_token_answered_410_is_disabled_and_never_called_again() -> anyhow::Re
 
 #[tokio::test]
 async fn a_burst_of_429_with_retry_after_2_delays_retries_by_2_s_and_loses_nothing() -> anyhow::Result<()> {
-    let world = world(Users { count: 30 }, "", &[]).await?;
+    let world = world(30, "", &[]).await?;
     world
         .sandbox
         .set_faults(ProviderKind::Fcm, FaultPlan { burst: Some(Burst { count: 20, retry_after_secs: 2 }), ..FaultPlan::default() });
@@ -300,7 +296,7 @@ max = "5s"
 failures_to_open = 5
 open_for = "3s"
 "#;
-    let world = world(Users { count: 200 }, deliver, &[("HERALD__RUNNER__HOLD_MAX", "2m")]).await?;
+    let world = world(200, deliver, &[("HERALD__RUNNER__HOLD_MAX", "2m")]).await?;
     // A warm-up and the baseline: FCM and web push with APNs healthy.
     flow(&world, 0, 20).await?;
     let baseline = flow(&world, 20, 80).await?;

@@ -1,8 +1,7 @@
 //! A tenant's accounts at the sandboxes in one call: an APNs team key, an FCM service account and
 //! a VAPID key pair generated, registered with the sandboxes, and returned as the credential
 //! files Herald takes (`herald providers set <provider> <file>`, or the admin API's
-//! `PUT /v1/tenants/{t}/providers/{provider}/{app}` body). Used by the tests, `make demo`,
-//! `herald bench --providers sandbox` and `herald sandbox`.
+//! `PUT /v1/tenants/{t}/providers/{provider}/{app}` body). The end-to-end push tests use it.
 
 use serde_json::{Value, json};
 
