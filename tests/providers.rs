@@ -234,6 +234,13 @@ async fn web_push_is_encrypted_for_the_subscriber_and_signed_with_vapid() -> any
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].payload["title"], "Order shipped", "the sandbox decrypted it with the subscriber's keys");
     assert_eq!(sent[0].credential.as_deref(), Some(vapid.public_key.as_str()), "and verified the VAPID JWT");
+    // The test itself, not only the sandbox: the body decrypts with the subscriber's private key
+    // and auth secret (RFC 8291, step by step below), and the VAPID JWT verifies (RFC 8292).
+    let plaintext = browser::decrypt(&sent[0], &subscriber)?;
+    let message: serde_json::Value = serde_json::from_slice(&plaintext).context("the plaintext is the JSON message")?;
+    assert_eq!((message["title"].as_str(), message["body"].as_str()), (Some("Order shipped"), Some("Your order #1234 is on its way")));
+    let claims = browser::verify_vapid(&sent[0], &vapid.public_key, &world.sandbox.web_push_origin())?;
+    assert_eq!(claims["sub"], "mailto:ops@acme.example");
     assert_eq!(sent[0].headers["urgency"], "normal");
     assert!(sent[0].headers["ttl"].parse::<u64>()? > 0);
     for (status, reason, class) in [
@@ -314,4 +321,87 @@ async fn each_tenants_pushes_are_signed_with_its_own_key() -> anyhow::Result<()>
     assert_eq!((error.class, error.code.as_str()), (Class::Permanent, "no_credentials"));
     assert_eq!(world.sandbox.received().len(), before);
     Ok(())
+}
+
+/// What a browser does with a push message, written from the RFCs, independent of the crates
+/// Herald and the sandbox use for it.
+mod browser {
+    use aes_gcm::aead::{Aead, KeyInit};
+    use aes_gcm::{Aes128Gcm, Nonce};
+    use anyhow::{Context, ensure};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use herald_sandbox::{Received, WebPushSubscriber};
+    use hkdf::Hkdf;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use sha2::Sha256;
+
+    fn b64(text: &str) -> anyhow::Result<Vec<u8>> {
+        URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).with_context(|| format!("not base64url: {text}"))
+    }
+
+    /// RFC 8291 §3.4 over RFC 8188's aes128gcm framing: the plaintext of the one record.
+    pub fn decrypt(received: &Received, subscriber: &WebPushSubscriber) -> anyhow::Result<Vec<u8>> {
+        let body = b64(received.body.as_deref().context("the sandbox kept the body")?)?;
+        ensure!(received.headers.get("content-encoding").map(String::as_str) == Some("aes128gcm"), "Content-Encoding aes128gcm");
+        // Header: salt (16) | record size (4) | key id length (1) | key id (the sender's public key).
+        ensure!(body.len() > 21, "the body is shorter than its header");
+        let (salt, record_size, id_len) = (&body[..16], u32::from_be_bytes(body[16..20].try_into()?), usize::from(body[20]));
+        ensure!(id_len == 65, "the key id is the sender's uncompressed P-256 key (65 bytes), not {id_len}");
+        let (sender_public, ciphertext) = (&body[21..21 + id_len], &body[21 + id_len..]);
+        ensure!(ciphertext.len() <= record_size as usize, "one record");
+        let ua_secret = p256::SecretKey::from_slice(&b64(&subscriber.private_key)?)?;
+        let ua_public = ua_secret.public_key().to_encoded_point(false);
+        ensure!(b64(&subscriber.p256dh)? == ua_public.as_bytes(), "p256dh is the subscriber's public key");
+        let sender = p256::PublicKey::from_sec1_bytes(sender_public)?;
+        let shared = p256::ecdh::diffie_hellman(ua_secret.to_nonzero_scalar(), sender.as_affine());
+        // IKM = HKDF(auth_secret, ecdh_secret, "WebPush: info" || 0x00 || ua_public || as_public, 32)
+        let mut key_info = b"WebPush: info\0".to_vec();
+        key_info.extend_from_slice(ua_public.as_bytes());
+        key_info.extend_from_slice(sender_public);
+        let mut ikm = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(&b64(&subscriber.auth)?), shared.raw_secret_bytes())
+            .expand(&key_info, &mut ikm)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // CEK and nonce from HKDF(salt, IKM).
+        let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
+        let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
+        prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek).map_err(|e| anyhow::anyhow!("{e}"))?;
+        prk.expand(b"Content-Encoding: nonce\0", &mut nonce).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut padded = Aes128Gcm::new_from_slice(&cek)?
+            .decrypt(Nonce::from_slice(&nonce), ciphertext)
+            .map_err(|_| anyhow::anyhow!("AES-GCM refused the record: not encrypted for this subscriber"))?;
+        // The last record: the plaintext, the delimiter 0x02, then zero padding.
+        while padded.last() == Some(&0) {
+            padded.pop();
+        }
+        ensure!(padded.pop() == Some(2), "the last record ends with the 0x02 delimiter");
+        Ok(padded)
+    }
+
+    /// RFC 8292: `Authorization: vapid t=<JWT>, k=<public key>`; the JWT is ES256 by `k`, `aud`
+    /// the push service's origin, `exp` within 24 hours, `sub` a contact. Returns its claims.
+    pub fn verify_vapid(received: &Received, public_key: &str, origin: &str) -> anyhow::Result<serde_json::Value> {
+        let header = received.headers.get("authorization").context("the sandbox kept the Authorization header")?;
+        let params = header.strip_prefix("vapid ").with_context(|| format!("not the vapid scheme: {header}"))?;
+        let param = |name: &str| {
+            params.split(',').find_map(|p| p.trim().strip_prefix(name).map(str::to_owned)).with_context(|| format!("no {name} in {header}"))
+        };
+        let (token, key) = (param("t=")?, param("k=")?);
+        ensure!(b64(&key)? == b64(public_key)?, "k is the tenant's VAPID public key");
+        let point = p256::PublicKey::from_sec1_bytes(&b64(&key)?)?.to_encoded_point(false);
+        let (x, y) = (point.x().context("x")?, point.y().context("y")?);
+        let decoding = DecodingKey::from_ec_components(&URL_SAFE_NO_PAD.encode(x), &URL_SAFE_NO_PAD.encode(y))?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.set_audience(&[origin]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)?.claims;
+        let exp = claims["exp"].as_i64().context("exp")?;
+        let now = jiff::Timestamp::now().as_second();
+        ensure!(exp > now && exp <= now + 24 * 3600, "exp {exp} is not within 24 hours of {now}");
+        let sub = claims["sub"].as_str().context("sub")?;
+        ensure!(sub.starts_with("mailto:") || sub.starts_with("https:"), "sub {sub} is a contact");
+        Ok(claims)
+    }
 }

@@ -126,6 +126,7 @@ pub async fn handle(shared: Arc<Shared>, call: Call) -> Reply {
         payload: serde_json::from_slice(call.body()).unwrap_or(serde_json::Value::Null),
         credential: None,
         message_id: Some(id.clone()),
+        body: None,
     };
     let verdict = authenticate(&shared, &call).and_then(|credential| {
         received.credential = Some(credential);

@@ -138,6 +138,7 @@ pub async fn send(shared: Arc<Shared>, call: Call) -> Reply {
         payload: Value::Null,
         credential: None,
         message_id: None,
+        body: None,
     };
     let verdict =
         validate(&shared, &call, &project, &mut received).and_then(|body| match shared.fault(ProviderKind::Fcm, &received.target) {

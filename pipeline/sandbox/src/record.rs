@@ -36,7 +36,8 @@ pub struct Received {
     pub status: u16,
     /// The refusal's reason (APNs `reason`, FCM `errorCode`, web push text), when refused.
     pub reason: Option<String>,
-    /// The protocol headers that matter (`apns-*`; `TTL`, `Urgency`, `Topic`).
+    /// The protocol headers that matter (`apns-*`; web push `TTL`, `Urgency`, `Topic`,
+    /// `Content-Encoding` and the VAPID `Authorization`).
     pub headers: BTreeMap<String, String>,
     /// The APNs JSON body; the FCM `message`; the decrypted web push plaintext (as JSON when it is).
     pub payload: serde_json::Value,
@@ -45,6 +46,10 @@ pub struct Received {
     pub credential: Option<String>,
     /// The id the sandbox answered with (`apns-id`, FCM `name`, web push `Location`).
     pub message_id: Option<String>,
+    /// Web push: the request body as sent (base64url, the aes128gcm ciphertext), so a test can
+    /// decrypt it with the subscriber's keys itself. `None` for the other providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 impl Received {

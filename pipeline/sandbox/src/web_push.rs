@@ -34,6 +34,8 @@ pub struct WebPushSubscriber {
     pub endpoint: String,
     pub p256dh: String,
     pub auth: String,
+    /// The browser's private key (the P-256 scalar, base64url): what a test decrypts with.
+    pub private_key: String,
 }
 
 impl WebPushSubscriber {
@@ -52,6 +54,7 @@ pub fn subscribe(shared: &Shared, application_server_key: Option<&str>) -> WebPu
         endpoint: format!("{}/push/{id}", shared.web_push_origin()),
         p256dh: URL_SAFE_NO_PAD.encode(secret.public_key().to_sec1_bytes()),
         auth: URL_SAFE_NO_PAD.encode(auth),
+        private_key: URL_SAFE_NO_PAD.encode(secret.to_bytes()),
     };
     let application_server_key = application_server_key.map(|k| k.trim_end_matches('=').to_owned());
     shared.add_subscriber(id, Subscriber { secret, auth, application_server_key });
@@ -98,7 +101,7 @@ fn vapid(shared: &Shared, call: &Call) -> Result<String, Answer> {
 pub async fn push(shared: Arc<Shared>, call: Call) -> Reply {
     shared.pause(ProviderKind::WebPush).await;
     let Some(id) = call.uri().path().strip_prefix("/push/").map(str::to_owned) else { return empty(404) };
-    let headers: BTreeMap<String, String> = ["ttl", "urgency", "topic", "content-encoding"]
+    let headers: BTreeMap<String, String> = ["ttl", "urgency", "topic", "content-encoding", "authorization"]
         .iter()
         .filter_map(|name| Some(((*name).to_owned(), call.headers().get(*name)?.to_str().ok()?.to_owned())))
         .collect();
@@ -112,6 +115,7 @@ pub async fn push(shared: Arc<Shared>, call: Call) -> Reply {
         payload: Value::Null,
         credential: None,
         message_id: None,
+        body: Some(URL_SAFE_NO_PAD.encode(call.body())),
     };
     let verdict = (|| {
         if !shared.has_subscriber(&id) {
