@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR   ?= $(HOME)/.cache/herald/target
 export HERALD_NATS_SERVER ?= $(NATS_SERVER)
 export CARGO_TERM_COLOR   ?= never
 
-.PHONY: help setup build demo test lint unit bench schemas fmt clean
+.PHONY: help setup build demo test lint unit bench bench-push schemas fmt clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -51,6 +51,9 @@ fmt: ## Format the code.
 bench: setup ## The benchmark, release build: pipeline vs raw JetStream, same run.
 	cargo build --release --bin herald
 	"$(CARGO_TARGET_DIR)/release/herald" bench $(BENCH_ARGS)
+
+bench-push: ## The benchmark delivering to the APNs and FCM sandboxes (5 ms each answer) instead of log.
+	$(MAKE) bench BENCH_ARGS="--providers sandbox --sandbox-latency 5ms $(BENCH_ARGS)"
 
 schemas: ## Regenerate the committed JSON Schema files after changing a wire type.
 	HERALD_BLESS=1 cargo test -p herald-schemas committed_schemas_are_current

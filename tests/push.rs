@@ -336,3 +336,104 @@ open_for = "3s"
     assert_eq!(statuses.get(&Status::DeadLettered), None, "{statuses:?}");
     Ok(())
 }
+
+/// `herald sandbox` as a user runs it beside Herald: the files it writes are all `herald up`
+/// needs (its config file, the credential files through `herald providers set`, the browser
+/// subscription through `herald directory device put`), and its control API reports each call.
+#[tokio::test]
+async fn herald_sandbox_writes_what_herald_needs_and_reports_each_call() -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().join("sandbox");
+    let output = scratch.path().join("sandbox.out");
+    let mut sandbox = tokio::process::Command::new(herald_tests::herald_bin())
+        .arg("sandbox")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--tenant", "acme", "--topic", TOPIC, "--apns-port", "0", "--fcm-port", "0", "--web-push-port", "0"])
+        .stdout(std::fs::File::create(&output)?)
+        .stderr(std::fs::File::create(scratch.path().join("sandbox.log"))?)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("sandbox.json").exists() {
+        ensure!(sandbox.try_wait()?.is_none(), "herald sandbox exited: {}", std::fs::read_to_string(scratch.path().join("sandbox.log"))?);
+        ensure!(Instant::now() < deadline, "herald sandbox wrote no sandbox.json in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let urls: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
+    let config = std::fs::read_to_string(dir.join("herald.toml"))?;
+    let env = TestEnv::with(Options { max_deliveries: 12, extra_config: config, ..Options::default() }).await?;
+    let users = [
+        json!({ "id": "ios-0", "devices": [{ "id": "phone", "platform": "ios", "token": ios_token(0), "app_id": TOPIC }] }),
+        json!({ "id": "android-0", "devices": [{ "id": "phone", "platform": "android", "token": android_token(0), "app_id": TOPIC }] }),
+        json!({ "id": "web-0" }),
+    ];
+    let directory = env.dir.path().join("users.jsonl");
+    std::fs::write(&directory, users.iter().map(|u| format!("{u}\n")).collect::<String>())?;
+    let imported = env.import(&directory, true).await?;
+    ensure!(imported.contains("; 0 lines rejected"), "the directory import refused users:\n{imported}");
+    let templates = write_template(env.dir.path())?;
+    env.run(&["templates", "push", &templates.to_string_lossy(), "--offline"]).await?;
+    let _up = env.spawn("up", &["up"])?;
+    env.wait_for_api().await?;
+    for provider in ["apns", "fcm", "web_push"] {
+        let file = dir.join(format!("{provider}.json"));
+        env.run(&["providers", "set", provider, &file.to_string_lossy()]).await?;
+    }
+    let subscription = dir.join("subscription.json");
+    env.run(&["directory", "device", "put", "web-0", "browser", "--file", &subscription.to_string_lossy()]).await?;
+
+    for (n, (user, channel)) in [("ios-0", "push"), ("android-0", "push"), ("web-0", "web_push")].into_iter().enumerate() {
+        let body = json!({ "template": "parcel", "recipients": [{ "user_id": user }], "channels": [channel], "data": { "n": n } });
+        env.publish("acme", body.to_string()).await?;
+    }
+
+    // Counted by the sandboxes' control API, from outside their process, trusting their CA.
+    let client =
+        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem"))?)?).build()?;
+    let url = |key: &str| urls[key].as_str().map(str::to_owned).with_context(|| format!("sandbox.json has no {key}"));
+    let (apns, fcm, web) = (url("apns_url")?, url("fcm_url")?, url("web_push_origin")?);
+    let received = || async {
+        let mut all = Vec::new();
+        for (base, provider) in [(&apns, "apns"), (&fcm, "fcm"), (&web, "web_push")] {
+            let answer = client.get(format!("{base}/_sandbox/received?provider={provider}")).send().await?.error_for_status()?;
+            all.extend(answer.json::<Vec<Received>>().await?);
+        }
+        anyhow::Ok(all)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let calls = loop {
+        let calls = received().await?;
+        if calls.iter().filter(|c| c.accepted()).count() >= 3 || Instant::now() >= deadline {
+            break calls;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Let anything extra arrive, then count every call, refusals and repeats included.
+    env.wait_idle(PATIENCE).await?;
+    let calls = if calls.len() >= 3 { received().await? } else { calls };
+    for (provider, title) in
+        [(ProviderKind::Apns, "Parcel 0 shipped"), (ProviderKind::Fcm, "Parcel 1 shipped"), (ProviderKind::WebPush, "Parcel 2 shipped")]
+    {
+        let theirs: Vec<&Received> = calls.iter().filter(|c| c.provider == provider).collect();
+        ensure!(theirs.len() == 1 && theirs[0].accepted(), "{provider:?}: expected one accepted call, the sandbox received {theirs:?}");
+        let payload = &theirs[0].payload;
+        let shown = [&payload["aps"]["alert"]["title"], &payload["notification"]["title"], &payload["title"]];
+        ensure!(shown.iter().any(|t| t.as_str() == Some(title)), "{provider:?} got {payload}, not {title:?}");
+    }
+    let apns_call = calls.iter().find(|c| c.provider == ProviderKind::Apns).context("the APNs call")?;
+    assert_eq!(apns_call.credential.as_deref(), urls["apns_credential"].as_str(), "signed with the key in apns.json");
+
+    // SIGTERM: it stops and says what it received.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(sandbox.id().context("running")?)?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), sandbox.wait()).await.context("herald sandbox did not stop on SIGTERM")??;
+    ensure!(status.success(), "herald sandbox exited with {status}");
+    let printed = std::fs::read_to_string(&output)?;
+    for line in ["apns      1 accepted, 0 refused", "fcm       1 accepted, 0 refused", "web_push  1 accepted, 0 refused"] {
+        ensure!(printed.contains(line), "herald sandbox did not print {line:?}:\n{printed}");
+    }
+    Ok(())
+}

@@ -9,6 +9,11 @@
 //! queued and `critical` probes are sent while it drains; each probe's latency runs from its
 //! publish to the provider call (the log sink's call record), and the backlog's last call shows
 //! whether every probe overtook it.
+//!
+//! `--providers sandbox` delivers to the APNs and FCM sandboxes instead (half the users on iOS,
+//! half on Android; each answer delayed by `--sandbox-latency`, a real service's round trip): the
+//! HTTP/2 and HTTP/1.1 clients, the token caches and the provider guards under load, and the
+//! sandboxes' own record of what they accepted — each notification exactly once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Resources, StageKind};
 use crate::config::Config;
-use herald_schemas::directory::ImportLine;
+use herald_sandbox::{Sandbox, Stats};
+use herald_schemas::Channel;
+use herald_schemas::directory::{Device, ImportLine};
 
 /// Options of `herald bench`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +52,25 @@ pub struct BenchArgs {
     /// `critical` probes sent while the backlog drains.
     #[arg(long, default_value_t = 100)]
     probes: usize,
+    /// Where deliveries go: the `log` file sink, or the APNs and FCM sandboxes over TLS.
+    #[arg(long, value_enum, default_value_t = Providers::Log)]
+    providers: Providers,
+    /// Added to every sandbox answer with `--providers sandbox` (e.g. `5ms`).
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    sandbox_latency: Duration,
 }
+
+/// The providers `herald bench` delivers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Providers {
+    /// The `log` file sink.
+    Log,
+    /// The APNs and FCM sandboxes (push over HTTP/2 and TLS).
+    Sandbox,
+}
+
+/// The app every bench device belongs to (the APNs topic).
+const BENCH_APP: &str = "com.example.bench";
 
 const HOPS: usize = 7;
 
@@ -69,13 +94,29 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     config.topology = herald_nats::TopologyConfig { prefix: "bench".into(), ..config.topology.clone() };
     let nats = Nats::connect(server.url(), "herald-bench", Topology::new(config.topology.clone())?).await?;
     nats.provision().await?;
-    config.store = herald_store::StoreConfig { url: "mem://".into(), ..config.store.clone() };
+    config.store =
+        herald_store::StoreConfig { url: "mem://".into(), secret_key_file: temp.path().join("secret.key"), ..config.store.clone() };
+    let sandbox = match args.providers {
+        Providers::Log => None,
+        Providers::Sandbox => Some(point_at_sandboxes(&mut config, temp.path(), args.sandbox_latency).await?),
+    };
     let resources = Resources::load(&config, &StageKind::ALL, None).await?;
     if let Some(store) = &resources.store {
-        let users: Vec<ImportLine> =
-            (0..n.max(m)).map(|i| ImportLine { id: format!("user-{i}"), locale: Some("en-US".into()), ..ImportLine::default() }).collect();
+        let users: Vec<ImportLine> = (0..n.max(m))
+            .map(|i| {
+                Ok(ImportLine {
+                    id: format!("user-{i}"),
+                    locale: Some("en-US".into()),
+                    devices: if sandbox.is_some() { vec![bench_device(i)?] } else { Vec::new() },
+                    ..ImportLine::default()
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         store.import("bench", &users).await?;
         crate::template_files::publish_samples(store, &config, "bench").await?;
+        if let Some(sandbox) = &sandbox {
+            crate::sandboxes::register(store, sandbox, "bench", BENCH_APP).await?;
+        }
     }
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;
@@ -84,21 +125,49 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     cancel.cancel();
     running.wait(&cancel).await?;
     let (flat_out, floor) = (flat_out?, floor?);
-    let priorities =
-        if args.backlog > 0 { Some(priority_run(server.url(), &config, n, args.backlog, args.probes.max(1)).await?) } else { None };
+    // With the sandboxes: what they accepted from the pipeline, then the push clients alone.
+    let mut sandbox_notes = Vec::new();
+    let clients = match &sandbox {
+        Some(sandbox) => {
+            sandbox_notes.push(report_sandbox(sandbox, n + m, "from the pipeline", &Stats::default())?);
+            sandbox.clear();
+            let before = sandbox.stats();
+            let clients = clients_run(sandbox, &config, n).await?;
+            sandbox_notes.push(report_sandbox(sandbox, n, "from the clients alone", &before)?);
+            Some(clients)
+        }
+        None => None,
+    };
+    let priorities = if args.backlog > 0 && sandbox.is_none() {
+        Some(priority_run(server.url(), &config, n, args.backlog, args.probes.max(1)).await?)
+    } else {
+        None
+    };
 
     let raw_rate = n as f64 / raw.elapsed.as_secs_f64();
     let rate = n as f64 / flat_out.0.as_secs_f64();
     println!("{:<34} {:>12} {:>22} {:>22}", "", "per second", "latency flat out", "latency floor");
     println!("{:<34} {:>12} {:>22} {:>22}", "", "", "p50 / p99 ms", "p50 / p99 ms");
     let row = |name: &str, rate: f64, busy: &[Duration], idle: &[Duration]| -> anyhow::Result<()> {
-        println!("{name:<34} {rate:>12.0} {:>22} {:>22}", quantiles(busy)?, quantiles(idle)?);
+        let idle = if idle.is_empty() { "-".to_owned() } else { quantiles(idle)? };
+        println!("{name:<34} {rate:>12.0} {:>22} {idle:>22}", quantiles(busy)?);
         Ok(())
     };
     row(&format!("raw JetStream ({} B messages)", args.size), raw_rate, &raw.latencies, &raw_floor.latencies)?;
-    row("herald pipeline (notifications)", rate, &flat_out.1, &floor.1)?;
+    let name = match args.providers {
+        Providers::Log => "herald pipeline (notifications)".to_owned(),
+        Providers::Sandbox => format!("herald → APNs + FCM ({} ms)", args.sandbox_latency.as_millis()),
+    };
+    row(&name, rate, &flat_out.1, &floor.1)?;
+    if let Some(clients) = &clients {
+        let in_flight = config.deliver.apns.concurrency.unwrap_or(config.deliver.concurrency);
+        row(&format!("push clients alone ({in_flight} in flight)"), n as f64 / clients.0.as_secs_f64(), &clients.1, &[])?;
+    }
     println!("\nherald / raw JetStream: {:.1} % of the throughput", 100.0 * rate / raw_rate);
     println!("(the requirements' baseline: ~185 notifications/s on average, ~1 850/s at a 10x peak)");
+    for note in &sandbox_notes {
+        println!("\n{note}");
+    }
     if let Some(p) = priorities {
         println!(
             "\npriorities: {} critical probes sent while {} normal drained ({:.1} s): publish → provider p50 / p99 {} ms, max {:.2} ms; {} of {} probes before the backlog's last call",
@@ -113,6 +182,117 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     drop(server);
     Ok(())
+}
+
+/// Starts the APNs and FCM sandboxes and points `config` at them, push the only channel.
+async fn point_at_sandboxes(config: &mut Config, dir: &std::path::Path, latency: Duration) -> anyhow::Result<Sandbox> {
+    let sandbox = crate::sandboxes::start(config, dir, latency).await?;
+    config.enrich.enabled_channels = vec![Channel::Push];
+    config.enrich.default_channels = vec![Channel::Push];
+    println!(
+        "Providers: the APNs sandbox ({}) and the FCM sandbox ({}), {} ms added to each answer.\n",
+        sandbox.apns_url(),
+        sandbox.fcm_url(),
+        latency.as_millis()
+    );
+    Ok(sandbox)
+}
+
+/// Bench user `i`'s one device: an iPhone for even `i`, an Android phone for odd.
+fn bench_device(i: usize) -> anyhow::Result<Device> {
+    let device = if i.is_multiple_of(2) {
+        serde_json::json!({ "id": "phone", "platform": "ios", "token": format!("{:064x}", i), "app_id": BENCH_APP })
+    } else {
+        serde_json::json!({ "id": "phone", "platform": "android", "token": format!("bench:APA91b-registration-{i:012}"), "app_id": BENCH_APP })
+    };
+    Ok(serde_json::from_value(device)?)
+}
+
+/// The APNs and FCM clients alone, without the pipeline: `n` sends, half to each, with as many in
+/// flight per provider as deliver allows (its permits), against the same sandboxes. Returns the
+/// elapsed time and each call's latency.
+async fn clients_run(sandbox: &Sandbox, config: &Config, n: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    use herald_deliver::providers::Provider;
+    let credentials = Arc::new(herald_deliver::ports::memory::MemoryCredentials::default());
+    for (provider, value) in sandbox.accounts("bench", BENCH_APP)?.each() {
+        let mut value = value.clone();
+        value["provider"] = serde_json::Value::String(provider.into());
+        credentials.put("bench", "default", serde_json::from_value(value)?);
+    }
+    let deliver = &config.deliver;
+    let apns = herald_deliver::providers::apns::Apns::new(&deliver.apns, &deliver.tls, deliver.send_timeout, credentials.clone())?;
+    let fcm = herald_deliver::providers::fcm::Fcm::new(&deliver.fcm, &deliver.tls, deliver.send_timeout, credentials)?;
+    let in_flight = |limit: Option<usize>| limit.unwrap_or(deliver.concurrency).max(1);
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template("   clients {bar:40} {pos}/{len} sent ({per_sec})").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let calls = |provider: Arc<dyn Provider>, parity: usize, limit: usize| {
+        let bar = bar.clone();
+        futures::stream::iter((0..n).filter(move |i| i % 2 == parity))
+            .map(move |i| {
+                let (bar, provider) = (bar.clone(), provider.clone());
+                async move {
+                    let delivery = bench_delivery(i)?;
+                    let start = Instant::now();
+                    provider.send(&delivery).await.map_err(|e| anyhow::anyhow!("push {i}: {} ({})", e.code, e.detail))?;
+                    bar.inc(1);
+                    anyhow::Ok(start.elapsed())
+                }
+            })
+            .buffer_unordered(limit)
+            .collect::<Vec<_>>()
+    };
+    let (apns, fcm): (Arc<dyn Provider>, Arc<dyn Provider>) = (Arc::new(apns), Arc::new(fcm));
+    let (ios, android) =
+        tokio::join!(calls(apns, 0, in_flight(deliver.apns.concurrency)), calls(fcm, 1, in_flight(deliver.fcm.concurrency)));
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let latencies = ios.into_iter().chain(android).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((elapsed, latencies))
+}
+
+/// The delivery deliver would hand the provider for bench user `i`'s phone.
+fn bench_delivery(i: usize) -> anyhow::Result<herald_schemas::Delivery> {
+    let device = bench_device(i)?;
+    let parts = [("title", "Bench"), ("body", "A push of the benchmark")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    Ok(herald_schemas::Delivery {
+        delivery_id: uuid::Uuid::from_u128(0xbe9c_0000_0000 + i as u128),
+        tenant: "bench".into(),
+        user_id: Some(format!("user-{i}")),
+        channel: Channel::Push,
+        address: device.token.clone().unwrap_or_default(),
+        platform: Some(device.platform),
+        device: Some(herald_schemas::DeviceRef { id: device.id.clone(), app_id: device.app_id.clone(), environment: device.environment }),
+        content: Some(herald_schemas::Content { parts: parts.into_iter().collect(), ..herald_schemas::Content::default() }),
+        ..herald_stage::memory::delivery(i as u128)
+    })
+}
+
+/// What the sandboxes accepted (`what`: from whom) since they were cleared: every notification
+/// once, nothing refused; and the connections and tokens it took since `before`.
+fn report_sandbox(sandbox: &Sandbox, expected: usize, what: &str, before: &Stats) -> anyhow::Result<String> {
+    let [(_, apns, apns_refused), (_, fcm, fcm_refused), _] = crate::sandboxes::counts(sandbox);
+    let refused = apns_refused + fcm_refused;
+    let after = sandbox.stats();
+    let connections = |provider: &str| {
+        after.connections.get(provider).copied().unwrap_or_default() - before.connections.get(provider).copied().unwrap_or_default()
+    };
+    let apns_tokens = after.apns_tokens.values().sum::<u64>() - before.apns_tokens.values().sum::<u64>();
+    anyhow::ensure!(
+        apns + fcm == expected && refused == 0,
+        "the sandboxes accepted {} calls {what} for {expected} notifications ({refused} refused): a push was lost or sent twice",
+        apns + fcm
+    );
+    Ok(format!(
+        "sandboxes, {what}: APNs accepted {apns}, FCM {fcm} ({} of {expected} pushes), {refused} refused; \
+         TLS connections: APNs {}, FCM {}; new APNs provider tokens {}, FCM access tokens {}",
+        apns + fcm,
+        connections("apns"),
+        connections("fcm"),
+        apns_tokens,
+        after.fcm_tokens_issued - before.fcm_tokens_issued,
+    ))
 }
 
 /// Pushes `n` notifications through the running pipeline with at most `window` between publish

@@ -1,4 +1,5 @@
-//! `herald demo`: the whole pipeline end to end on the embedded defaults, with visible results.
+//! `herald demo`: the whole pipeline end to end on the embedded defaults, with visible results:
+//! the `log` channel's records, and push delivered to the APNs, FCM and web push sandboxes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,6 +8,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
+
+use herald_sandbox::{ProviderKind, Sandbox};
+use herald_schemas::Channel;
+use herald_schemas::directory::ImportLine;
 
 use crate::app::{self, Resources, StageKind};
 use crate::config::Config;
@@ -48,7 +53,46 @@ fn sample(i: usize) -> serde_json::Value {
     }
 }
 
+/// The iOS app of the sample tenant (alice's iPhone in config/directory.jsonl has it).
+const DEMO_APP: &str = "com.example.acme";
+
+/// The sample users' other devices, on top of config/directory.jsonl: Android phones for bob and
+/// dave, and a browser subscribed to the web push sandbox for everyone but erin.
+fn add_demo_devices(lines: &mut [ImportLine], sandbox: &Sandbox, vapid_public_key: &str) -> anyhow::Result<()> {
+    for line in lines.iter_mut() {
+        if matches!(line.id.as_str(), "bob" | "dave") {
+            let token = format!("demo:APA91b-{}-android-registration-token", line.id);
+            let phone = serde_json::json!({ "id": "pixel", "platform": "android", "token": token, "app_id": DEMO_APP });
+            line.devices.push(serde_json::from_value(phone)?);
+        }
+        if line.id != "erin" {
+            let browser = sandbox.web_push_subscribe(Some(vapid_public_key));
+            let device = serde_json::json!({ "id": "browser", "platform": "web", "subscription": browser.subscription_json() });
+            line.devices.push(serde_json::from_value(device)?);
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
+    // Push goes to the provider sandboxes in this process: APNs, FCM and web push over TLS.
+    let scratch = tempfile::tempdir()?;
+    let mut config = config.clone();
+    let sandbox = crate::sandboxes::start(&mut config, scratch.path(), Duration::ZERO).await?;
+    for channel in [Channel::Push, Channel::WebPush] {
+        if !config.enrich.enabled_channels.contains(&channel) {
+            config.enrich.enabled_channels.push(channel);
+        }
+    }
+    config.enrich.default_channels = vec![Channel::Log, Channel::Push, Channel::WebPush];
+    let config = &config;
+    println!(
+        "Provider sandboxes in this process: APNs {}, FCM {}, web push {} (what `herald sandbox` runs on its own).",
+        sandbox.apns_url(),
+        sandbox.fcm_url(),
+        sandbox.web_push_origin()
+    );
+
     let connection = app::connect(config, true).await?;
     let nats = &connection.nats;
     let report = nats.provision().await?;
@@ -59,10 +103,16 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     app::cancel_on_signals(cancel.clone());
     let resources = Resources::load(config, &StageKind::ALL, None).await?;
     if let Some(store) = &resources.store {
-        let (lines, errors) = herald_schemas::api::parse_import(SAMPLE_DIRECTORY, 1);
+        let (mut lines, errors) = herald_schemas::api::parse_import(SAMPLE_DIRECTORY, 1);
         anyhow::ensure!(errors.is_empty(), "the sample directory is invalid: {errors:?}");
+        let accounts = crate::sandboxes::register(store, &sandbox, "acme", DEMO_APP).await?;
+        add_demo_devices(&mut lines, &sandbox, &accounts.vapid_public_key)?;
         store.import("acme", &lines).await?;
-        println!("Directory seeded with {} sample users of tenant acme (config/directory.jsonl).", lines.len());
+        println!(
+            "Directory seeded with {} sample users of tenant acme (config/directory.jsonl, plus Android phones and browsers).",
+            lines.len()
+        );
+        println!("Tenant acme's APNs key, FCM service account and VAPID keys generated and stored (sealed).");
         for published in crate::template_files::publish_samples(store, config, "acme").await? {
             let what = if published.created { "published" } else { "unchanged" };
             println!("Template {} version {} ({what}; config/templates/{}).", published.id, published.version, published.id);
@@ -150,8 +200,16 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     {
         println!("For example {}:\n  {}", example.path().display(), std::fs::read_to_string(example.path())?.trim());
     }
+    println!("\nWhat the provider sandboxes received (their own count, repeats included):");
+    for (provider, accepted, refused) in crate::sandboxes::counts(&sandbox) {
+        println!("  {:<9} {accepted:>6} accepted {refused:>6} refused", provider.as_str());
+    }
+    if let Some(push) = sandbox.accepted(ProviderKind::Apns).first() {
+        println!("For example, APNs received for device {}…:\n  {}", &push.target[..16.min(push.target.len())], push.payload);
+    }
     println!("\nNext: `herald up` keeps the pipeline running; `herald send --to alice --template welcome` sends one;");
     println!("      `herald events tail --from-start` follows the tracking stream; `herald status` shows queue depths;");
-    println!("      `herald templates preview welcome --dir config/templates --locale ko-KR` renders a template.");
+    println!("      `herald templates preview welcome --dir config/templates --locale ko-KR` renders a template;");
+    println!("      `herald sandbox` runs the provider sandboxes for `herald up` (see its --help).");
     Ok(())
 }

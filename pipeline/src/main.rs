@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use herald_schemas::{Channel, Route};
 
 use herald::app::StageKind;
-use herald::cli::{caps, directory, events, providers, send, serve, templates};
+use herald::cli::{caps, directory, events, providers, sandbox, send, serve, templates};
 use herald::{bench, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
@@ -84,6 +84,11 @@ enum Command {
     /// A tenant's provider credentials through the admin API (APNs keys, FCM service accounts,
     /// VAPID keys): list (secrets redacted), set from a JSON file, delete. Stored sealed.
     Providers(providers::ProvidersArgs),
+
+    /// Run the APNs, FCM and web push sandboxes (local servers speaking the real protocols over
+    /// TLS) and write what Herald needs to use them: the CA, a tenant's credential files, a
+    /// browser subscription and a config file. Serves until Ctrl-C, then prints what it received.
+    Sandbox(sandbox::SandboxArgs),
 
     /// Read the tracking stream.
     Events {
@@ -184,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => send::cancel(&config, args).await,
         Command::Caps(args) => caps::run(&config, args).await,
         Command::Providers(args) => providers::run(&config, args).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }

@@ -1,6 +1,6 @@
 //! The command line's commands, a module per noun: `directory`, `templates`, `caps`,
-//! `providers`, `send`
-//! (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
+//! `providers`, `sandbox`,
+//! `send` (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
 //! [`Config`](crate::config::Config); the ones that change the directory or templates go
 //! through the admin API with [`client`].
 
@@ -9,6 +9,7 @@ pub mod client;
 pub mod directory;
 pub mod events;
 pub mod providers;
+pub mod sandbox;
 pub mod send;
 pub mod serve;
 pub mod templates;

@@ -1,0 +1,177 @@
+//! `herald sandbox`: the APNs, FCM and web push sandboxes as a process beside Herald, for trying
+//! real push without Apple's, Google's or a browser vendor's accounts. It generates one tenant's
+//! accounts, writes everything Herald needs into a directory (the CA, the credential files
+//! `herald providers set` takes, a browser subscription, a config file) and serves until
+//! Ctrl-C or SIGTERM, then prints what each sandbox received.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use herald_sandbox::{ProviderKind, Sandbox, SandboxOptions};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::parse_tenant;
+use crate::app;
+
+/// Options of `herald sandbox`.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Where to write the CA, the credential files, a browser subscription and the config file
+    /// (`ca.pem`, `apns.json`, `fcm.json`, `web_push.json`, `subscription.json`, `herald.toml`,
+    /// and `sandbox.json` with the URLs, written last).
+    #[arg(long, default_value = "data/sandbox")]
+    dir: PathBuf,
+    /// The tenant whose accounts are generated (the credential files are its).
+    #[arg(long, default_value = "acme", value_parser = parse_tenant)]
+    tenant: String,
+    /// The iOS app's bundle id, the APNs topic of the generated key (the default is the one
+    /// of the sample directory's iPhone).
+    #[arg(long, default_value = "com.example.acme")]
+    topic: String,
+    /// The address the three servers listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// The APNs sandbox's port (HTTP/2 over TLS only); 0: any free port.
+    #[arg(long, default_value_t = 47443)]
+    apns_port: u16,
+    /// The FCM sandbox's port (messages:send and the OAuth token endpoint); 0: any free port.
+    #[arg(long, default_value_t = 47444)]
+    fcm_port: u16,
+    /// The web push service's port; 0: any free port.
+    #[arg(long, default_value_t = 47445)]
+    web_push_port: u16,
+    /// Added to every answer, as a real service's round trip (e.g. `5ms`).
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    latency: Duration,
+}
+
+/// `herald sandbox`.
+pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    let options = SandboxOptions {
+        bind: args.bind,
+        apns_port: args.apns_port,
+        fcm_port: args.fcm_port,
+        web_push_port: args.web_push_port,
+        latency: args.latency,
+        ..SandboxOptions::default()
+    };
+    let sandbox = Sandbox::start(options).await.with_context(|| {
+        format!(
+            "cannot start the sandboxes on {} ports {}, {} and {} (another sandbox running? pick other ports with --apns-port, --fcm-port, --web-push-port, or 0 for any)",
+            args.bind, args.apns_port, args.fcm_port, args.web_push_port
+        )
+    })?;
+    let written = write_files(&sandbox, &args)?;
+
+    println!("Provider sandboxes for tenant {} (each run makes new accounts):", args.tenant);
+    println!("  APNs      {}  (HTTP/2, topic {})", sandbox.apns_url(), args.topic);
+    println!("  FCM       {}  (OAuth tokens at {})", sandbox.fcm_url(), sandbox.fcm_token_url());
+    println!("  web push  {}", sandbox.web_push_origin());
+    println!("\nWritten to {}:", args.dir.display());
+    for (file, what) in &written {
+        println!("  {:<18} {what}", file);
+    }
+    let dir = args.dir.display();
+    let tenant = &args.tenant;
+    println!("\nPoint Herald at them and give it the credentials:");
+    println!("  herald --config {dir}/herald.toml up");
+    for provider in ["apns", "fcm", "web_push"] {
+        println!("  herald --config {dir}/herald.toml providers set {provider} {dir}/{provider}.json --tenant {tenant}");
+    }
+    println!("\nEach server also answers the control API (trust {dir}/ca.pem):");
+    println!("  GET    /_sandbox/received[?provider=apns|fcm|web_push]   every request, accepted or refused, repeats included");
+    println!("  DELETE /_sandbox/received                                 forget them");
+    println!("  PUT    /_sandbox/faults                                   inject failures (a fault plan, JSON)");
+    println!("  GET    /_sandbox/stats                                    connections, provider tokens, access tokens");
+    println!("  POST   /_sandbox/subscriptions  (web push)                another browser: {{\"application_server_key\": …}}");
+    println!("\nServing until Ctrl-C.");
+
+    let cancel = CancellationToken::new();
+    app::cancel_on_signals(cancel.clone());
+    cancel.cancelled().await;
+    let received = sandbox.received();
+    println!("\nReceived:");
+    for provider in [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush] {
+        let (accepted, refused) = received
+            .iter()
+            .filter(|r| r.provider == provider)
+            .fold((0, 0), |(a, r), call| if call.accepted() { (a + 1, r) } else { (a, r + 1) });
+        println!("  {:<9} {accepted} accepted, {refused} refused", provider.as_str());
+    }
+    Ok(())
+}
+
+/// Writes the files; returns each one's name and what it is for. `sandbox.json` comes last, so
+/// a script that waits for it finds the others in place.
+fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'static str, &'static str)>> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, text: String| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        let partial = dir.join(format!(".{name}.partial"));
+        std::fs::write(&partial, text).with_context(|| format!("cannot write {}", partial.display()))?;
+        std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))
+    };
+    let accounts = sandbox.accounts(&args.tenant, &args.topic)?;
+    let ca = dir.join("ca.pem");
+    write("ca.pem", sandbox.ca_pem())?;
+    for (provider, credentials) in accounts.each() {
+        write(&format!("{provider}.json"), serde_json::to_string_pretty(credentials)?)?;
+    }
+    let browser = sandbox.web_push_subscribe(Some(&accounts.vapid_public_key));
+    let device = json!({ "platform": "web", "subscription": browser.subscription_json() });
+    write("subscription.json", serde_json::to_string_pretty(&device)?)?;
+    write("herald.toml", config_file(sandbox, &absolute(&ca)))?;
+    let urls = json!({
+        "tenant": args.tenant,
+        "topic": args.topic,
+        "apns_url": sandbox.apns_url(),
+        "fcm_url": sandbox.fcm_url(),
+        "fcm_token_url": sandbox.fcm_token_url(),
+        "web_push_origin": sandbox.web_push_origin(),
+        "apns_credential": accounts.apns_credential,
+        "vapid_public_key": accounts.vapid_public_key,
+    });
+    write("sandbox.json", serde_json::to_string_pretty(&urls)?)?;
+    Ok(vec![
+        ("ca.pem", "the CA that signed the servers' certificate (deliver.tls.extra_ca_file)"),
+        ("apns.json", "the tenant's APNs team key, for `herald providers set apns`"),
+        ("fcm.json", "its FCM service account, for `herald providers set fcm`"),
+        ("web_push.json", "its VAPID key pair, for `herald providers set web_push`"),
+        ("subscription.json", "a browser subscribed with that VAPID key: `herald directory device put <user> browser --file …`"),
+        ("herald.toml", "a config file that points Herald at the sandboxes (push and web push enabled)"),
+        ("sandbox.json", "the URLs, for scripts"),
+    ])
+}
+
+/// The config file: the embedded defaults plus the sandboxes' endpoints and CA.
+fn config_file(sandbox: &Sandbox, ca: &Path) -> String {
+    format!(
+        r#"# Written by `herald sandbox`: Herald's defaults, delivering push to the local sandboxes.
+[enrich]
+enabled_channels = ["log", "push", "web_push"]
+default_channels = ["push", "web_push"]
+
+[deliver.tls]
+extra_ca_file = {ca}
+
+[deliver.apns]
+production_url = "{apns}"
+development_url = "{apns}"
+
+[deliver.fcm]
+url = "{fcm}"
+"#,
+        ca = toml::Value::String(ca.display().to_string()),
+        apns = sandbox.apns_url(),
+        fcm = sandbox.fcm_url(),
+    )
+}
+
+/// `path` from the working directory, so the config works wherever Herald is started.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}

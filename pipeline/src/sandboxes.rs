@@ -1,0 +1,47 @@
+//! The provider sandboxes beside an in-process pipeline: `herald demo` and `herald bench
+//! --providers sandbox` start them, point the configuration at them and give a tenant their
+//! accounts, so pushes travel the real protocols (TLS, HTTP/2 for APNs, JWTs, OAuth, RFC 8291)
+//! to servers that count every call. (`herald sandbox` runs them as a process of their own.)
+
+use std::path::Path;
+use std::time::Duration;
+
+use herald_sandbox::{Accounts, ProviderKind, Sandbox, SandboxOptions};
+use herald_store::Store;
+
+use crate::config::Config;
+
+/// Starts the sandboxes (free ports, `latency` added to each answer) and points `config` at
+/// them: their CA (written into `dir`) trusted, their URLs the APNs and FCM endpoints.
+pub async fn start(config: &mut Config, dir: &Path, latency: Duration) -> anyhow::Result<Sandbox> {
+    let sandbox = Sandbox::start(SandboxOptions { latency, ..SandboxOptions::default() }).await?;
+    let ca = dir.join("sandbox-ca.pem");
+    std::fs::write(&ca, sandbox.ca_pem())?;
+    config.deliver.tls.extra_ca_file = Some(ca);
+    config.deliver.apns.production_url = sandbox.apns_url();
+    config.deliver.apns.development_url = sandbox.apns_url();
+    config.deliver.fcm.url = sandbox.fcm_url();
+    Ok(sandbox)
+}
+
+/// Generates `tenant`'s APNs, FCM and VAPID accounts at the sandboxes and stores them as its
+/// default credentials, as `herald providers set` would.
+pub async fn register(store: &Store, sandbox: &Sandbox, tenant: &str, topic: &str) -> anyhow::Result<Accounts> {
+    let accounts = sandbox.accounts(tenant, topic)?;
+    for (provider, credentials) in accounts.each() {
+        let mut credentials = credentials.clone();
+        credentials["provider"] = serde_json::Value::String(provider.into());
+        store.put_credentials(tenant, "default", &serde_json::from_value(credentials)?).await?;
+    }
+    Ok(accounts)
+}
+
+/// Per provider, the calls the sandbox accepted and refused (repeats included).
+pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 3] {
+    let received = sandbox.received();
+    [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush].map(|provider| {
+        let theirs = received.iter().filter(|r| r.provider == provider);
+        let accepted = theirs.clone().filter(|r| r.accepted()).count();
+        (provider, accepted, theirs.count() - accepted)
+    })
+}
