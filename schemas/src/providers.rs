@@ -25,6 +25,8 @@ pub enum Credentials {
     Fcm(FcmCredentials),
     /// Web push: the VAPID key pair the browsers subscribed with.
     WebPush(VapidCredentials),
+    /// Webhooks: the secret every webhook of the tenant is signed with (`Herald-Signature`).
+    Webhook(WebhookCredentials),
 }
 
 /// APNs token-based auth.
@@ -80,13 +82,26 @@ pub struct VapidCredentials {
     pub private_key: Secret,
 }
 
+/// The signing secret of a tenant's webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookCredentials {
+    /// The HMAC-SHA256 key, as text (at least 32 characters); receivers verify with the same.
+    #[schemars(with = "String")]
+    pub secret: Secret,
+}
+
+/// The shortest webhook secret taken: 32 characters (a random 256-bit key in base64 has 43).
+pub const MIN_WEBHOOK_SECRET: usize = 32;
+
 impl Credentials {
-    /// The provider's name: `apns`, `fcm`, `web_push`.
+    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`.
     pub fn provider(&self) -> &'static str {
         match self {
             Credentials::Apns(_) => "apns",
             Credentials::Fcm(_) => "fcm",
             Credentials::WebPush(_) => "web_push",
+            Credentials::Webhook(_) => "webhook",
         }
     }
 
@@ -96,6 +111,7 @@ impl Credentials {
             Credentials::Apns(_) => Route::Apns,
             Credentials::Fcm(_) => Route::Fcm,
             Credentials::WebPush(_) => Route::WebPush,
+            Credentials::Webhook(_) => Route::Webhook,
         }
     }
 
@@ -137,6 +153,14 @@ impl Credentials {
                 }
                 Ok(())
             }
+            Credentials::Webhook(c) => {
+                if c.secret.expose().chars().count() < MIN_WEBHOOK_SECRET {
+                    return bad(format!(
+                        "the webhook `secret` must be at least {MIN_WEBHOOK_SECRET} characters (e.g. `openssl rand -base64 32`)"
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -148,6 +172,7 @@ impl Credentials {
             Credentials::Apns(c) => c.private_key = hidden(),
             Credentials::Fcm(c) => c.service_account.private_key = hidden(),
             Credentials::WebPush(c) => c.private_key = hidden(),
+            Credentials::Webhook(c) => c.secret = hidden(),
         }
         serde_json::to_value(copy).unwrap_or_default()
     }
@@ -157,7 +182,7 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct CredentialKey {
     pub tenant: String,
-    /// `apns`, `fcm` or `web_push`.
+    /// `apns`, `fcm`, `web_push` or `webhook`.
     pub provider: String,
     /// The app id a device names (bundle id, package name) or [`DEFAULT_APP`].
     pub app: String,
@@ -181,6 +206,17 @@ mod tests {
         let shown = apns().redacted().to_string();
         assert!(!shown.contains("BEGIN"), "{shown}");
         assert!(shown.contains("<redacted>") && shown.contains("\"provider\":\"apns\""), "{shown}");
+    }
+
+    #[test]
+    fn webhook_secrets_are_long_and_never_shown() {
+        let short: Credentials = serde_json::from_value(serde_json::json!({"provider": "webhook", "secret": "too-short"})).unwrap();
+        assert_eq!(short.validate().unwrap_err().code, "invalid_credentials");
+        let secret = "whsec-0123456789abcdefghijklmnopqrstuv";
+        let good: Credentials = serde_json::from_value(serde_json::json!({"provider": "webhook", "secret": secret})).unwrap();
+        assert!(good.validate().is_ok());
+        assert_eq!((good.provider(), good.route()), ("webhook", Route::Webhook));
+        assert!(!good.redacted().to_string().contains(secret));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The command line's commands, a module per noun: `directory`, `templates`, `caps`,
-//! `providers`, `sandbox`,
+//! `providers`, `sandbox`, `webhooks`,
 //! `send` (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
 //! [`Config`](crate::config::Config); the ones that change the directory or templates go
 //! through the admin API with [`client`].
@@ -13,6 +13,7 @@ pub mod sandbox;
 pub mod send;
 pub mod serve;
 pub mod templates;
+pub mod webhooks;
 
 /// Parses a `--tenant`: it must be usable as a subject token.
 pub fn parse_tenant(tenant: &str) -> Result<String, String> {

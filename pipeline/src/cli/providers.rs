@@ -24,9 +24,10 @@ enum ProvidersCommand {
     /// Store credentials for a provider and app. The file is JSON:
     /// apns: {"team_id": "ABCDE12345", "key_id": "KEY1234567", "topic": "com.example.app", "private_key": "<the .p8 file>"};
     /// fcm: {"service_account": <the service-account JSON file Google gives out>};
-    /// web_push: {"subject": "mailto:ops@example.com", "public_key": "<base64url>", "private_key": "<base64url>"}.
+    /// web_push: {"subject": "mailto:ops@example.com", "public_key": "<base64url>", "private_key": "<base64url>"};
+    /// webhook: {"secret": "<at least 32 characters, e.g. from `openssl rand -base64 32`>"}.
     Set {
-        /// `apns`, `fcm` or `web_push`.
+        /// `apns`, `fcm`, `web_push` or `webhook`.
         provider: String,
         /// The credentials file (`-` for standard input).
         file: String,

@@ -208,4 +208,21 @@ where
             Ok(disabled)
         })
     }
+
+    fn disable_endpoint<'a>(
+        &'a self,
+        tenant: &'a str,
+        url: &'a str,
+        reason: &'a str,
+        at: herald_schemas::Timestamp,
+    ) -> PortFuture<'a, bool> {
+        Box::pin(async move { self.store.disable_endpoint(tenant, url, reason, at).await.map_err(|e| e.into_port("store")) })
+    }
+
+    fn endpoint_disabled<'a>(&'a self, tenant: &'a str, url: &'a str) -> PortFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let found = self.store.disabled_endpoint(tenant, url).await.map_err(|e| e.into_port("store"))?;
+            Ok(found.map(|e| format!("{} since {}", e.reason, e.disabled_at)))
+        })
+    }
 }

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod credentials;
 pub mod directory;
+pub mod endpoints;
 pub mod policies;
 pub mod sealed;
 pub mod templates;
@@ -23,6 +24,7 @@ mod tests;
 
 pub use cache::{CacheConfig, CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_PREFIX};
 pub use credentials::{CachedCredentials, CredentialSummary, PROVIDERS_CHANGE, StoreDevices};
+pub use endpoints::DisabledEndpoint;
 pub use policies::{CAPS_CHANGE, CachedCaps};
 
 use std::path::PathBuf;
@@ -122,6 +124,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (2, "templates", include_str!("../migrations/0002_templates.surql")),
     (3, "policies", include_str!("../migrations/0003_policies.surql")),
     (4, "providers", include_str!("../migrations/0004_providers.surql")),
+    (5, "webhooks", include_str!("../migrations/0005_webhooks.surql")),
 ];
 
 /// Rows per statement for bulk writes.

@@ -10,6 +10,7 @@ use crate::providers::apns::ApnsConfig;
 use crate::providers::fcm::FcmConfig;
 use crate::providers::log::LogConfig;
 use crate::providers::web_push::WebPushConfig;
+use crate::providers::webhook::WebhookConfig;
 
 /// How deliveries are handed to providers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,8 @@ pub struct DeliverConfig {
     pub fcm: FcmConfig,
     /// Web push (RFC 8030).
     pub web_push: WebPushConfig,
+    /// Signed webhooks to producer-supplied URLs.
+    pub webhook: WebhookConfig,
 }
 
 impl Default for DeliverConfig {
@@ -46,6 +49,7 @@ impl Default for DeliverConfig {
             apns: ApnsConfig::default(),
             fcm: FcmConfig::default(),
             web_push: WebPushConfig::default(),
+            webhook: WebhookConfig::default(),
         }
     }
 }

@@ -20,6 +20,13 @@ pub struct TlsConfig {
 /// Builds a client. `http2_only` speaks HTTP/2 from the first byte (APNs): every concurrent call
 /// becomes a stream on one connection instead of a connection each.
 pub fn client(provider: &'static str, tls: &TlsConfig, timeout: Duration, http2_only: bool) -> Result<reqwest::Client, BuildError> {
+    builder(provider, tls, timeout, http2_only)?
+        .build()
+        .map_err(|e| BuildError { provider, detail: format!("cannot build its HTTP client: {e}") })
+}
+
+/// The builder [`client`] builds, for a provider that adds to it (the webhook's guarded resolver).
+pub fn builder(provider: &'static str, tls: &TlsConfig, timeout: Duration, http2_only: bool) -> Result<reqwest::ClientBuilder, BuildError> {
     let error = |detail: String| BuildError { provider, detail };
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
@@ -41,7 +48,7 @@ pub fn client(provider: &'static str, tls: &TlsConfig, timeout: Duration, http2_
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build().map_err(|e| error(format!("cannot build its HTTP client: {e}")))
+    Ok(builder)
 }
 
 /// A `Retry-After` header in seconds (the HTTP-date form is read as "a minute").
@@ -59,13 +66,17 @@ pub fn transport_error(provider: &str, error: &reqwest::Error) -> crate::Provide
     } else {
         "transport_error"
     };
-    // The source chain says what actually failed (TLS, refused, reset).
+    crate::ProviderError::outage(code, format!("{provider}: {}", causes(error)))
+}
+
+/// An error and its sources, joined: the chain says what actually failed (TLS, refused, reset).
+pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         detail.push_str(": ");
         detail.push_str(&cause.to_string());
         source = cause.source();
     }
-    crate::ProviderError::outage(code, format!("{provider}: {detail}"))
+    detail
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_dedupe::{Begin, Finished, Phase, States, Ticket};
-use herald_schemas::{Alert, AlertKind, Delivery, Route, Status, Timestamp};
+use herald_schemas::{Alert, AlertKind, Channel, Delivery, Route, Status, Timestamp};
 use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Stage, StageError};
 use tracing::{info, warn};
 
@@ -178,8 +178,37 @@ impl<K: KeyValue> Deliver<K> {
         }
     }
 
+    /// Disables the webhook endpoint whose receiver said it is gone; says what was done.
+    async fn disable_endpoint(&self, delivery: &Delivery, reason: &str) -> String {
+        let url = &delivery.address;
+        let Some(endpoints) = &self.providers.devices else {
+            return format!("endpoint {url} should be disabled, but this process has no store");
+        };
+        for attempt in 1..=3u32 {
+            match endpoints.disable_endpoint(&delivery.tenant, url, reason, Timestamp::now()).await {
+                Ok(true) => {
+                    info!(tenant = %delivery.tenant, url, reason, "Disabled a webhook endpoint its receiver says is gone.");
+                    return format!("endpoint {url} disabled: it gets no webhooks until `herald webhooks enable` enables it again");
+                }
+                Ok(false) => return format!("endpoint {url} was already disabled"),
+                Err(error) if attempt < 3 => {
+                    warn!(%error, url, "Could not disable the endpoint yet; trying again.");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(error) => {
+                    warn!(%error, url, "Could not disable the endpoint; its next webhook will be refused again.");
+                    return format!("endpoint {url} could not be disabled ({error})");
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
     /// Disables the device the provider refused for good; says what was done, for the event.
     async fn invalidate(&self, delivery: &Delivery, reason: &str) -> String {
+        if delivery.channel == Channel::Webhook {
+            return self.disable_endpoint(delivery, reason).await;
+        }
         let (Some(user), Some(device)) = (&delivery.user_id, &delivery.device) else {
             return "the address is invalid; it belongs to no directory device, so nothing was disabled".into();
         };

@@ -72,10 +72,17 @@ pub struct Invalidation {
     pub at: Timestamp,
 }
 
-/// The directory's devices.
+/// The directory's devices, and the webhook endpoints receivers said are gone.
 pub trait DeviceRegistry: Send + Sync + 'static {
     /// Disables the device if it still has the refused address. Returns whether it did.
     fn disable(&self, invalidation: Invalidation) -> PortFuture<'_, bool>;
+
+    /// Disables a tenant's webhook endpoint (its receiver answered 410). Returns whether it was
+    /// enabled until now.
+    fn disable_endpoint<'a>(&'a self, tenant: &'a str, url: &'a str, reason: &'a str, at: Timestamp) -> PortFuture<'a, bool>;
+
+    /// Why and since when the endpoint is disabled, if it is.
+    fn endpoint_disabled<'a>(&'a self, tenant: &'a str, url: &'a str) -> PortFuture<'a, Option<String>>;
 }
 
 /// In-memory ports for unit tests.
@@ -116,16 +123,28 @@ pub mod memory {
         }
     }
 
-    /// Records invalidations.
+    /// Records invalidations, and disabled endpoints by (tenant, url).
     #[derive(Debug, Default)]
     pub struct MemoryDevices {
         pub disabled: Mutex<Vec<Invalidation>>,
+        pub endpoints: Mutex<HashMap<(String, String), String>>,
     }
 
     impl DeviceRegistry for MemoryDevices {
         fn disable(&self, invalidation: Invalidation) -> PortFuture<'_, bool> {
             self.disabled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(invalidation);
             Box::pin(std::future::ready(Ok(true)))
+        }
+
+        fn disable_endpoint<'a>(&'a self, tenant: &'a str, url: &'a str, reason: &'a str, at: Timestamp) -> PortFuture<'a, bool> {
+            let mut endpoints = self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let new = endpoints.insert((tenant.to_owned(), url.to_owned()), format!("{reason} at {at}")).is_none();
+            Box::pin(std::future::ready(Ok(new)))
+        }
+
+        fn endpoint_disabled<'a>(&'a self, tenant: &'a str, url: &'a str) -> PortFuture<'a, Option<String>> {
+            let endpoints = self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Box::pin(std::future::ready(Ok(endpoints.get(&(tenant.to_owned(), url.to_owned())).cloned())))
         }
     }
 }

@@ -1,10 +1,11 @@
-//! The admin routes: the directory, the templates, the caps and the provider credentials of a
-//! tenant.
+//! The admin routes: the directory, the templates, the caps, the provider credentials and the
+//! disabled webhook endpoints of a tenant.
 
 mod caps;
 mod directory;
 mod providers;
 mod templates;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{delete, get, post, put};
@@ -29,4 +30,5 @@ pub fn routes() -> Router<AppState> {
         .route("/caps", get(caps::get_caps).put(caps::put_caps).delete(caps::delete_caps))
         .route("/providers", get(providers::list_providers))
         .route("/providers/{provider}/{app}", put(providers::put_provider).delete(providers::delete_provider))
+        .route("/webhooks/disabled", get(webhooks::list_disabled).delete(webhooks::enable_endpoint))
 }

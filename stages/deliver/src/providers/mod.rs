@@ -8,6 +8,7 @@ pub mod apns;
 pub mod fcm;
 pub mod log;
 pub mod web_push;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -131,6 +132,37 @@ impl std::fmt::Debug for Gate {
     }
 }
 
+/// Declares a provider's settings struct with the four every provider shares appended —
+/// `concurrency`, `rate_limit`, `retry`, `breaker` — and its `guards()`. (serde cannot flatten a
+/// shared struct into one that denies unknown fields, and a misspelt key must be an error.)
+macro_rules! provider_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $type,)*
+            /// Calls in flight per process (default: `deliver.concurrency`).
+            pub concurrency: Option<usize>,
+            /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
+            pub rate_limit: Option<u32>,
+            pub retry: crate::retry::RetryPolicy,
+            pub breaker: crate::breaker::BreakerConfig,
+        }
+
+        impl $name {
+            /// The gate's settings.
+            pub fn guards(&self) -> crate::providers::Guards {
+                crate::providers::Guards {
+                    concurrency: self.concurrency,
+                    rate_limit: self.rate_limit,
+                    retry: self.retry.clone(),
+                    breaker: self.breaker.clone(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use provider_config;
+
 /// What a provider's settings say about its gate.
 #[derive(Debug, Clone)]
 pub struct Guards {
@@ -236,8 +268,8 @@ impl Providers {
         Providers::default()
     }
 
-    /// The deployment's providers, from configuration: `log` always; APNs, FCM and web push
-    /// when `ports` gives them the tenants' credentials.
+    /// The deployment's providers, from configuration: `log` always; APNs, FCM, web push and
+    /// webhooks when `ports` gives them the tenants' credentials.
     pub fn from_config(config: &DeliverConfig, ports: Option<ProviderPorts>) -> Result<Self, BuildError> {
         let log = log::LogSink::from_config(&config.log)?;
         let mut providers = Providers::new().with(Route::Log, Arc::new(log), config.concurrency);
@@ -245,6 +277,7 @@ impl Providers {
             let apns = apns::Apns::new(&config.apns, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let fcm = fcm::Fcm::new(&config.fcm, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let web_push = web_push::WebPush::new(&config.web_push, &config.tls, config.send_timeout, ports.credentials.clone())?;
+            let webhook = webhook::Webhook::new(&config.webhook, &config.tls, ports.credentials.clone(), Some(ports.devices.clone()))?;
             let gate = |route: Route, provider: Arc<dyn Provider>, c: &Guards| {
                 let config = GateConfig {
                     concurrency: c.concurrency.unwrap_or(config.concurrency),
@@ -255,11 +288,12 @@ impl Providers {
                 gate.rate = c.rate_limit.map(|n| (ports.rates)(route, n));
                 gate
             };
-            let (a, f, w) = (config.apns.guards(), config.fcm.guards(), config.web_push.guards());
+            let (a, f, w, h) = (config.apns.guards(), config.fcm.guards(), config.web_push.guards(), config.webhook.guards());
             providers = providers
                 .with_gate(Route::Apns, gate(Route::Apns, Arc::new(apns), &a))
                 .with_gate(Route::Fcm, gate(Route::Fcm, Arc::new(fcm), &f))
-                .with_gate(Route::WebPush, gate(Route::WebPush, Arc::new(web_push), &w));
+                .with_gate(Route::WebPush, gate(Route::WebPush, Arc::new(web_push), &w))
+                .with_gate(Route::Webhook, gate(Route::Webhook, Arc::new(webhook), &h));
             providers.alerts = Some(ports.alerts);
             providers.devices = Some(ports.devices);
         }

@@ -7,24 +7,20 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::BreakerConfig;
 use crate::retry::RetryPolicy;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApnsConfig {
-    /// The host production device tokens are sent to.
-    pub production_url: String,
-    /// The host development (sandbox) device tokens are sent to.
-    pub development_url: String,
-    /// How long a provider JWT is used before a new one is signed. Apple refuses a token older
-    /// than an hour (`ExpiredProviderToken`) and new ones more often than every 20 minutes
-    /// (`TooManyProviderTokenUpdates`): keep it between the two (shorter only against a sandbox).
-    #[serde(with = "humantime_serde")]
-    pub token_refresh: Duration,
-    /// Calls in flight per process (default: `deliver.concurrency`).
-    pub concurrency: Option<usize>,
-    /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
-    pub rate_limit: Option<u32>,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerConfig,
+crate::providers::provider_config! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct ApnsConfig {
+        /// The host production device tokens are sent to.
+        pub production_url: String,
+        /// The host development (sandbox) device tokens are sent to.
+        pub development_url: String,
+        /// How long a provider JWT is used before a new one is signed. Apple refuses a token older
+        /// than an hour (`ExpiredProviderToken`) and new ones more often than every 20 minutes
+        /// (`TooManyProviderTokenUpdates`): keep it between the two (shorter only against a sandbox).
+        #[serde(with = "humantime_serde")]
+        pub token_refresh: Duration,
+    }
 }
 
 impl Default for ApnsConfig {
@@ -37,18 +33,6 @@ impl Default for ApnsConfig {
             rate_limit: None,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
-        }
-    }
-}
-
-impl ApnsConfig {
-    /// The gate's settings.
-    pub fn guards(&self) -> crate::providers::Guards {
-        crate::providers::Guards {
-            concurrency: self.concurrency,
-            rate_limit: self.rate_limit,
-            retry: self.retry.clone(),
-            breaker: self.breaker.clone(),
         }
     }
 }

@@ -5,19 +5,15 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::BreakerConfig;
 use crate::retry::RetryPolicy;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FcmConfig {
-    /// Base of `POST <url>/v1/projects/<project>/messages:send`.
-    pub url: String,
-    /// Where access tokens are obtained. Unset: the service account's own `token_uri`.
-    pub token_url: Option<String>,
-    /// Calls in flight per process (default: `deliver.concurrency`).
-    pub concurrency: Option<usize>,
-    /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
-    pub rate_limit: Option<u32>,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerConfig,
+crate::providers::provider_config! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct FcmConfig {
+        /// Base of `POST <url>/v1/projects/<project>/messages:send`.
+        pub url: String,
+        /// Where access tokens are obtained. Unset: the service account's own `token_uri`.
+        pub token_url: Option<String>,
+    }
 }
 
 impl Default for FcmConfig {
@@ -29,18 +25,6 @@ impl Default for FcmConfig {
             rate_limit: None,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
-        }
-    }
-}
-
-impl FcmConfig {
-    /// The gate's settings.
-    pub fn guards(&self) -> crate::providers::Guards {
-        crate::providers::Guards {
-            concurrency: self.concurrency,
-            rate_limit: self.rate_limit,
-            retry: self.retry.clone(),
-            breaker: self.breaker.clone(),
         }
     }
 }

@@ -8,23 +8,19 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::BreakerConfig;
 use crate::retry::RetryPolicy;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebPushConfig {
-    /// How long a VAPID JWT is valid (RFC 8292 allows at most 24 hours); one is signed per push
-    /// service origin and reused for half of this.
-    #[serde(with = "humantime_serde")]
-    pub vapid_expiry: Duration,
-    /// The `TTL` of a notification without `expires_at`: how long the push service keeps it
-    /// for a browser that is offline.
-    #[serde(with = "humantime_serde")]
-    pub default_ttl: Duration,
-    /// Calls in flight per process (default: `deliver.concurrency`).
-    pub concurrency: Option<usize>,
-    /// Calls started per second by all replicas together (counted in NATS); unset: no limit.
-    pub rate_limit: Option<u32>,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerConfig,
+crate::providers::provider_config! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct WebPushConfig {
+        /// How long a VAPID JWT is valid (RFC 8292 allows at most 24 hours); one is signed per push
+        /// service origin and reused for half of this.
+        #[serde(with = "humantime_serde")]
+        pub vapid_expiry: Duration,
+        /// The `TTL` of a notification without `expires_at`: how long the push service keeps it
+        /// for a browser that is offline.
+        #[serde(with = "humantime_serde")]
+        pub default_ttl: Duration,
+    }
 }
 
 impl Default for WebPushConfig {
@@ -36,18 +32,6 @@ impl Default for WebPushConfig {
             rate_limit: None,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
-        }
-    }
-}
-
-impl WebPushConfig {
-    /// The gate's settings.
-    pub fn guards(&self) -> crate::providers::Guards {
-        crate::providers::Guards {
-            concurrency: self.concurrency,
-            rate_limit: self.rate_limit,
-            retry: self.retry.clone(),
-            breaker: self.breaker.clone(),
         }
     }
 }
