@@ -403,16 +403,13 @@ async fn herald_sandbox_writes_what_herald_needs_and_reports_each_call() -> anyh
         anyhow::Ok(all)
     };
     let deadline = Instant::now() + PATIENCE;
-    let calls = loop {
-        let calls = received().await?;
-        if calls.iter().filter(|c| c.accepted()).count() >= 3 || Instant::now() >= deadline {
-            break calls;
-        }
+    while received().await?.iter().filter(|c| c.accepted()).count() < 3 {
+        ensure!(Instant::now() < deadline, "the sandboxes accepted fewer than 3 calls in {PATIENCE:?}: {:?}", received().await?);
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     // Let anything extra arrive, then count every call, refusals and repeats included.
     env.wait_idle(PATIENCE).await?;
-    let calls = if calls.len() >= 3 { received().await? } else { calls };
+    let calls = received().await?;
     for (provider, title) in
         [(ProviderKind::Apns, "Parcel 0 shipped"), (ProviderKind::Fcm, "Parcel 1 shipped"), (ProviderKind::WebPush, "Parcel 2 shipped")]
     {

@@ -214,10 +214,8 @@ fn bench_device(i: usize) -> anyhow::Result<Device> {
 async fn clients_run(sandbox: &Sandbox, config: &Config, n: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
     use herald_deliver::providers::Provider;
     let credentials = Arc::new(herald_deliver::ports::memory::MemoryCredentials::default());
-    for (provider, value) in sandbox.accounts("bench", BENCH_APP)?.each() {
-        let mut value = value.clone();
-        value["provider"] = serde_json::Value::String(provider.into());
-        credentials.put("bench", "default", serde_json::from_value(value)?);
+    for stored in crate::sandboxes::credentials(&sandbox.accounts("bench", BENCH_APP)?)? {
+        credentials.put("bench", "default", stored);
     }
     let deliver = &config.deliver;
     let apns = herald_deliver::providers::apns::Apns::new(&deliver.apns, &deliver.tls, deliver.send_timeout, credentials.clone())?;

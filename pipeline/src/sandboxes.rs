@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use herald_sandbox::{Accounts, ProviderKind, Sandbox, SandboxOptions};
+use herald_schemas::Credentials;
 use herald_store::Store;
 
 use crate::config::Config;
@@ -28,12 +29,24 @@ pub async fn start(config: &mut Config, dir: &Path, latency: Duration) -> anyhow
 /// default credentials, as `herald providers set` would.
 pub async fn register(store: &Store, sandbox: &Sandbox, tenant: &str, topic: &str) -> anyhow::Result<Accounts> {
     let accounts = sandbox.accounts(tenant, topic)?;
-    for (provider, credentials) in accounts.each() {
-        let mut credentials = credentials.clone();
-        credentials["provider"] = serde_json::Value::String(provider.into());
-        store.put_credentials(tenant, "default", &serde_json::from_value(credentials)?).await?;
+    for credentials in credentials(&accounts)? {
+        store.put_credentials(tenant, "default", &credentials).await?;
     }
     Ok(accounts)
+}
+
+/// The accounts as the credentials Herald keeps (the files tagged with their provider, as
+/// `herald providers set` tags them).
+pub fn credentials(accounts: &Accounts) -> anyhow::Result<Vec<Credentials>> {
+    accounts
+        .each()
+        .into_iter()
+        .map(|(provider, file)| {
+            let mut tagged = file.clone();
+            tagged["provider"] = serde_json::Value::String(provider.into());
+            Ok(serde_json::from_value(tagged)?)
+        })
+        .collect()
 }
 
 /// Per provider, the calls the sandbox accepted and refused (repeats included).

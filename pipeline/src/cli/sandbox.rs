@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_sandbox::{ProviderKind, Sandbox, SandboxOptions};
+use herald_sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -92,13 +92,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
     cancel.cancelled().await;
-    let received = sandbox.received();
     println!("\nReceived:");
-    for provider in [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush] {
-        let (accepted, refused) = received
-            .iter()
-            .filter(|r| r.provider == provider)
-            .fold((0, 0), |(a, r), call| if call.accepted() { (a + 1, r) } else { (a, r + 1) });
+    for (provider, accepted, refused) in crate::sandboxes::counts(&sandbox) {
         println!("  {:<9} {accepted} accepted, {refused} refused", provider.as_str());
     }
     Ok(())

@@ -184,24 +184,17 @@ impl<K: KeyValue> Deliver<K> {
         let Some(endpoints) = &self.providers.devices else {
             return format!("endpoint {url} should be disabled, but this process has no store");
         };
-        for attempt in 1..=3u32 {
-            match endpoints.disable_endpoint(&delivery.tenant, url, reason, Timestamp::now()).await {
-                Ok(true) => {
-                    info!(tenant = %delivery.tenant, url, reason, "Disabled a webhook endpoint its receiver says is gone.");
-                    return format!("endpoint {url} disabled: it gets no webhooks until `herald webhooks enable` enables it again");
-                }
-                Ok(false) => return format!("endpoint {url} was already disabled"),
-                Err(error) if attempt < 3 => {
-                    warn!(%error, url, "Could not disable the endpoint yet; trying again.");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-                Err(error) => {
-                    warn!(%error, url, "Could not disable the endpoint; its next webhook will be refused again.");
-                    return format!("endpoint {url} could not be disabled ({error})");
-                }
+        match thrice(|| endpoints.disable_endpoint(&delivery.tenant, url, reason, Timestamp::now())).await {
+            Ok(true) => {
+                info!(tenant = %delivery.tenant, url, reason, "Disabled a webhook endpoint its receiver says is gone.");
+                format!("endpoint {url} disabled: it gets no webhooks until `herald webhooks enable` enables it again")
+            }
+            Ok(false) => format!("endpoint {url} was already disabled"),
+            Err(error) => {
+                warn!(%error, url, "Could not disable the endpoint; its next webhook will be refused again.");
+                format!("endpoint {url} could not be disabled ({error})")
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Disables the device the provider refused for good; says what was done, for the event.
@@ -223,26 +216,17 @@ impl<K: KeyValue> Deliver<K> {
             reason: reason.to_owned(),
             at: Timestamp::now(),
         };
-        for attempt in 1..=3u32 {
-            match devices.disable(invalidation.clone()).await {
-                Ok(true) => {
-                    info!(tenant = %delivery.tenant, user, device = %device.id, reason, "Disabled a device its provider no longer accepts.");
-                    return format!("device `{}` of user `{user}` disabled: it gets no pushes until the app registers it again", device.id);
-                }
-                Ok(false) => {
-                    return format!("device `{}` of user `{user}` was already re-registered or removed; left as it is", device.id);
-                }
-                Err(error) if attempt < 3 => {
-                    warn!(%error, device = %device.id, "Could not disable the device yet; trying again.");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-                Err(error) => {
-                    warn!(%error, device = %device.id, "Could not disable the device; its next delivery will be refused again.");
-                    return format!("device `{}` of user `{user}` could not be disabled ({error})", device.id);
-                }
+        match thrice(|| devices.disable(invalidation.clone())).await {
+            Ok(true) => {
+                info!(tenant = %delivery.tenant, user, device = %device.id, reason, "Disabled a device its provider no longer accepts.");
+                format!("device `{}` of user `{user}` disabled: it gets no pushes until the app registers it again", device.id)
+            }
+            Ok(false) => format!("device `{}` of user `{user}` was already re-registered or removed; left as it is", device.id),
+            Err(error) => {
+                warn!(%error, device = %device.id, "Could not disable the device; its next delivery will be refused again.");
+                format!("device `{}` of user `{user}` could not be disabled ({error})", device.id)
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// Writes an outcome until the store takes it. The provider has answered: calling it again
@@ -363,3 +347,23 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A store write tried up to three times, 200 ms and then 400 ms apart: disabling what a
+/// provider refused is worth a short wait, not a held message.
+async fn thrice<T, F, Fut>(mut write: F) -> Result<T, herald_stage::PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, herald_stage::PortError>>,
+{
+    let mut attempt = 1u32;
+    loop {
+        match write().await {
+            Err(error) if attempt < 3 => {
+                warn!(%error, attempt, "Could not write to the store yet; trying again.");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
