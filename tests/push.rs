@@ -58,10 +58,7 @@ body = "It arrives tomorrow."
 
 /// `users` per platform: `ios-<n>`, `android-<n>`, `web-<n>`.
 async fn world(users: usize, deliver_extra: &str, env_vars: &[(&str, &str)]) -> anyhow::Result<World> {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
-    let ca = tempfile::tempdir()?;
-    let ca_file = ca.path().join("ca.pem");
-    std::fs::write(&ca_file, sandbox.ca_pem())?;
+    let (sandbox, ca_file, ca) = herald_tests::sandbox_with_ca(SandboxOptions::default()).await?;
     let extra_config = format!(
         r#"
 [enrich]

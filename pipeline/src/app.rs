@@ -295,7 +295,7 @@ pub async fn start(
                             "route `{route}` (channel `{}`) has no provider in this process (providers serve {:?}); remove the channel from enrich.enabled_channels{}",
                             route.channel(),
                             providers.routes().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                            if matches!(route, Route::Apns | Route::Fcm | Route::WebPush) {
+                            if matches!(route, Route::Apns | Route::Fcm | Route::WebPush | Route::Webhook | Route::Sms | Route::Voice) {
                                 ", or run deliver where the store is open"
                             } else {
                                 ""

@@ -270,7 +270,7 @@ fn bench_delivery(i: usize) -> anyhow::Result<herald_schemas::Delivery> {
 /// What the sandboxes accepted (`what`: from whom) since they were cleared: every notification
 /// once, nothing refused; and the connections and tokens it took since `before`.
 fn report_sandbox(sandbox: &Sandbox, expected: usize, what: &str, before: &Stats) -> anyhow::Result<String> {
-    let [(_, apns, apns_refused), (_, fcm, fcm_refused), _] = crate::sandboxes::counts(sandbox);
+    let [(_, apns, apns_refused), (_, fcm, fcm_refused), ..] = crate::sandboxes::counts(sandbox);
     let refused = apns_refused + fcm_refused;
     let after = sandbox.stats();
     let connections = |provider: &str| {

@@ -1,5 +1,6 @@
 //! `herald demo`: the whole pipeline end to end on the embedded defaults, with visible results:
-//! the `log` channel's records, and push delivered to the APNs, FCM and web push sandboxes.
+//! the `log` channel's records, push delivered to the APNs, FCM and web push sandboxes, SMS and
+//! calls to the Twilio sandbox (Vonage standing by as SMS failover).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,6 +29,13 @@ fn sample(i: usize) -> serde_json::Value {
         17 => serde_json::json!({ "template": "welcome" }),
         33 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "mallory" }] }),
         41 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "bob" }], "channels": ["log", "sms"] }),
+        43 => serde_json::json!({
+            "template": "security_alert",
+            "recipients": [{ "user_id": "alice" }],
+            "channels": ["sms", "voice"],
+            "data": { "device": "an unknown phone", "at": "03:12" },
+            "priority": "critical",
+        }),
         45 => {
             serde_json::json!({ "template": "security_alert", "recipients": [{ "group": "staff" }], "data": { "device": "a new laptop", "at": "08:15" } })
         }
@@ -75,11 +83,11 @@ fn add_demo_devices(lines: &mut [ImportLine], sandbox: &Sandbox, vapid_public_ke
 }
 
 pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
-    // Push goes to the provider sandboxes in this process: APNs, FCM and web push over TLS.
+    // Push, SMS and calls go to the provider sandboxes in this process, over TLS.
     let scratch = tempfile::tempdir()?;
     let mut config = config.clone();
     let sandbox = crate::sandboxes::start(&mut config, scratch.path(), Duration::ZERO).await?;
-    for channel in [Channel::Push, Channel::WebPush] {
+    for channel in [Channel::Push, Channel::WebPush, Channel::Sms, Channel::Voice] {
         if !config.enrich.enabled_channels.contains(&channel) {
             config.enrich.enabled_channels.push(channel);
         }
@@ -87,10 +95,12 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     config.enrich.default_channels = vec![Channel::Log, Channel::Push, Channel::WebPush];
     let config = &config;
     println!(
-        "Provider sandboxes in this process: APNs {}, FCM {}, web push {} (what `herald sandbox` runs on its own).",
+        "Provider sandboxes in this process: APNs {}, FCM {}, web push {}, Twilio {}, Vonage {} (what `herald sandbox` runs on its own).",
         sandbox.apns_url(),
         sandbox.fcm_url(),
-        sandbox.web_push_origin()
+        sandbox.web_push_origin(),
+        sandbox.twilio_url(),
+        sandbox.vonage_url()
     );
 
     let connection = app::connect(config, true).await?;
@@ -112,7 +122,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
             "Directory seeded with {} sample users of tenant acme (config/directory.jsonl, plus Android phones and browsers).",
             lines.len()
         );
-        println!("Tenant acme's APNs key, FCM service account and VAPID keys generated and stored (sealed).");
+        println!("Tenant acme's APNs key, FCM service account, VAPID keys, Twilio and Vonage accounts generated and stored (sealed).");
         for published in crate::template_files::publish_samples(store, config, "acme").await? {
             let what = if published.created { "published" } else { "unchanged" };
             println!("Template {} version {} ({what}; config/templates/{}).", published.id, published.version, published.id);
@@ -202,10 +212,13 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     }
     println!("\nWhat the provider sandboxes received (their own count, repeats included):");
     for (provider, accepted, refused) in crate::sandboxes::counts(&sandbox) {
-        println!("  {:<9} {accepted:>6} accepted {refused:>6} refused", provider.as_str());
+        println!("  {:<12} {accepted:>6} accepted {refused:>6} refused", provider.as_str());
     }
     if let Some(push) = sandbox.accepted(ProviderKind::Apns).first() {
         println!("For example, APNs received for device {}…:\n  {}", &push.target[..16.min(push.target.len())], push.payload);
+    }
+    if let Some(call) = sandbox.accepted(ProviderKind::TwilioVoice).first() {
+        println!("And Twilio was asked to call {} with:\n  {}", call.target, call.payload["Twiml"].as_str().unwrap_or_default());
     }
     println!("\nNext: `herald up` keeps the pipeline running; `herald send --to alice --template welcome` sends one;");
     println!("      `herald events tail --from-start` follows the tracking stream; `herald status` shows queue depths;");

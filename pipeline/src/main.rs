@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use herald_schemas::{Channel, Route};
 
 use herald::app::StageKind;
-use herald::cli::{caps, directory, events, providers, sandbox, send, serve, templates, webhooks};
+use herald::cli::{caps, directory, events, opt_outs, providers, sandbox, send, serve, templates, webhooks};
 use herald::{bench, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
@@ -82,16 +82,20 @@ enum Command {
     Caps(caps::CapsArgs),
 
     /// A tenant's provider credentials through the admin API (APNs keys, FCM service accounts,
-    /// VAPID keys, the webhook signing secret): list (secrets redacted), set from a JSON file,
-    /// delete. Stored sealed.
+    /// VAPID keys, the webhook signing secret, Twilio and Vonage accounts): list (secrets
+    /// redacted), set from a JSON file, delete. Stored sealed.
     Providers(providers::ProvidersArgs),
 
     /// A tenant's disabled webhook endpoints (their receiver answered 410 Gone) through the admin
     /// API: list them, enable one again.
     Webhooks(webhooks::WebhooksArgs),
 
-    /// Run the APNs, FCM and web push sandboxes (local servers speaking the real protocols over
-    /// TLS) and write what Herald needs to use them: the CA, a tenant's credential files, a
+    /// A tenant's recorded opt-outs (recipients who replied STOP to an SMS) through the admin
+    /// API: list them, remove one when the recipient opts back in.
+    OptOuts(opt_outs::OptOutsArgs),
+
+    /// Run the APNs, FCM, web push, Twilio and Vonage sandboxes (local servers speaking the real
+    /// protocols over TLS) and write what Herald needs to use them: the CA, a tenant's credential files, a
     /// browser subscription and a config file. Serves until Ctrl-C, then prints what it received.
     Sandbox(sandbox::SandboxArgs),
 
@@ -196,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Providers(args) => providers::run(&config, args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Webhooks(args) => webhooks::run(&config, args).await,
+        Command::OptOuts(args) => opt_outs::run(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }

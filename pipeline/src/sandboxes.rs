@@ -13,7 +13,8 @@ use herald_store::Store;
 use crate::config::Config;
 
 /// Starts the sandboxes (free ports, `latency` added to each answer) and points `config` at
-/// them: their CA (written into `dir`) trusted, their URLs the APNs and FCM endpoints.
+/// them: their CA (written into `dir`) trusted, their URLs the APNs, FCM, Twilio and Vonage
+/// endpoints.
 pub async fn start(config: &mut Config, dir: &Path, latency: Duration) -> anyhow::Result<Sandbox> {
     let sandbox = Sandbox::start(SandboxOptions { latency, ..SandboxOptions::default() }).await?;
     let ca = dir.join("sandbox-ca.pem");
@@ -22,10 +23,12 @@ pub async fn start(config: &mut Config, dir: &Path, latency: Duration) -> anyhow
     config.deliver.apns.production_url = sandbox.apns_url();
     config.deliver.apns.development_url = sandbox.apns_url();
     config.deliver.fcm.url = sandbox.fcm_url();
+    config.deliver.twilio.url = sandbox.twilio_url();
+    config.deliver.vonage.url = sandbox.vonage_url();
     Ok(sandbox)
 }
 
-/// Generates `tenant`'s APNs, FCM and VAPID accounts at the sandboxes and stores them as its
+/// Generates `tenant`'s APNs, FCM, VAPID, Twilio and Vonage accounts at the sandboxes and stores them as its
 /// default credentials, as `herald providers set` would.
 pub async fn register(store: &Store, sandbox: &Sandbox, tenant: &str, topic: &str) -> anyhow::Result<Accounts> {
     let accounts = sandbox.accounts(tenant, topic)?;
@@ -50,9 +53,9 @@ pub fn credentials(accounts: &Accounts) -> anyhow::Result<Vec<Credentials>> {
 }
 
 /// Per provider, the calls the sandbox accepted and refused (repeats included).
-pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 3] {
+pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 6] {
     let received = sandbox.received();
-    [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush].map(|provider| {
+    ProviderKind::ALL.map(|provider| {
         let theirs = received.iter().filter(|r| r.provider == provider);
         let accepted = theirs.clone().filter(|r| r.accepted()).count();
         (provider, accepted, theirs.count() - accepted)

@@ -100,6 +100,10 @@ pub enum Status {
     TokenInvalidated,
     /// The message could not be processed after its retries and sits in the dead-letter stream.
     DeadLettered,
+    /// The recipient asked not to be contacted on the channel again (an SMS provider's STOP,
+    /// Twilio 21610): the opt-out is recorded in the store, and every later delivery to them on
+    /// that channel is `opted_out`. Reported beside the delivery's own `opted_out`.
+    Unsubscribed,
 }
 
 impl Status {
@@ -127,6 +131,7 @@ impl Status {
             Status::Failed => "failed",
             Status::TokenInvalidated => "token_invalidated",
             Status::DeadLettered => "dead_lettered",
+            Status::Unsubscribed => "unsubscribed",
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum Credentials {
     WebPush(VapidCredentials),
     /// Webhooks: the secret every webhook of the tenant is signed with (`Herald-Signature`).
     Webhook(WebhookCredentials),
+    /// Twilio: SMS through the Messages API, calls through the Calls API.
+    Twilio(TwilioCredentials),
+    /// Vonage SMS API: the second SMS provider, for failover.
+    Vonage(VonageCredentials),
 }
 
 /// APNs token-based auth.
@@ -91,27 +95,60 @@ pub struct WebhookCredentials {
     pub secret: Secret,
 }
 
+/// A Twilio account: `account_sid` and `auth_token` authenticate the calls (HTTP Basic) and sign
+/// the status callbacks Twilio posts back (`X-Twilio-Signature`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioCredentials {
+    /// `AC` and 32 hex digits.
+    pub account_sid: String,
+    #[schemars(with = "String")]
+    pub auth_token: Secret,
+    /// The sending number (E.164, e.g. `+15005550006`): SMS without a messaging service, and
+    /// every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A Messaging Service (`MG` and 32 hex digits) to send SMS through instead of `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging_service_sid: Option<String>,
+}
+
+/// A Vonage (Nexmo) account for the SMS API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VonageCredentials {
+    pub api_key: String,
+    #[schemars(with = "String")]
+    pub api_secret: Secret,
+    /// The sender: a number (E.164 digits) or an alphanumeric sender id of up to 11 characters.
+    pub from: String,
+}
+
 /// The shortest webhook secret taken: 32 characters (a random 256-bit key in base64 has 43).
 pub const MIN_WEBHOOK_SECRET: usize = 32;
 
 impl Credentials {
-    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`.
+    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`.
     pub fn provider(&self) -> &'static str {
         match self {
             Credentials::Apns(_) => "apns",
             Credentials::Fcm(_) => "fcm",
             Credentials::WebPush(_) => "web_push",
             Credentials::Webhook(_) => "webhook",
+            Credentials::Twilio(_) => "twilio",
+            Credentials::Vonage(_) => "vonage",
         }
     }
 
-    /// The route the credentials send on.
-    pub fn route(&self) -> Route {
+    /// The routes the credentials send on.
+    pub fn routes(&self) -> &'static [Route] {
         match self {
-            Credentials::Apns(_) => Route::Apns,
-            Credentials::Fcm(_) => Route::Fcm,
-            Credentials::WebPush(_) => Route::WebPush,
-            Credentials::Webhook(_) => Route::Webhook,
+            Credentials::Apns(_) => &[Route::Apns],
+            Credentials::Fcm(_) => &[Route::Fcm],
+            Credentials::WebPush(_) => &[Route::WebPush],
+            Credentials::Webhook(_) => &[Route::Webhook],
+            Credentials::Twilio(_) => &[Route::Sms, Route::Voice],
+            Credentials::Vonage(_) => &[Route::Sms],
         }
     }
 
@@ -161,6 +198,43 @@ impl Credentials {
                 }
                 Ok(())
             }
+            Credentials::Twilio(c) => {
+                let sid = |value: &str, prefix: &str| {
+                    value.len() == 34 && value.starts_with(prefix) && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+                };
+                if !sid(&c.account_sid, "AC") {
+                    return bad(format!("Twilio `account_sid` {:?} must be AC and 32 hex digits, as the console shows", c.account_sid));
+                }
+                if c.auth_token.expose().is_empty() {
+                    return bad("Twilio needs the account's `auth_token`".into());
+                }
+                if let Some(from) = &c.from
+                    && crate::directory::check_phone(from).is_err()
+                {
+                    return bad(format!("Twilio `from` {from:?} must be an E.164 number such as +15005550006"));
+                }
+                match &c.messaging_service_sid {
+                    Some(service) if !sid(service, "MG") => {
+                        bad(format!("Twilio `messaging_service_sid` {service:?} must be MG and 32 hex digits"))
+                    }
+                    None if c.from.is_none() => bad("Twilio needs `from` (a number) or `messaging_service_sid`".into()),
+                    _ => Ok(()),
+                }
+            }
+            Credentials::Vonage(c) => {
+                if c.api_key.is_empty() || c.api_secret.expose().is_empty() {
+                    return bad("Vonage needs `api_key` and `api_secret`".into());
+                }
+                let number = c.from.bytes().all(|b| b.is_ascii_digit()) && (7..=15).contains(&c.from.len());
+                let alphanumeric = (1..=11).contains(&c.from.len()) && c.from.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ');
+                if !(number || alphanumeric) {
+                    return bad(format!(
+                        "Vonage `from` {:?} must be a number in E.164 digits or a sender id of up to 11 letters and digits",
+                        c.from
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -173,6 +247,8 @@ impl Credentials {
             Credentials::Fcm(c) => c.service_account.private_key = hidden(),
             Credentials::WebPush(c) => c.private_key = hidden(),
             Credentials::Webhook(c) => c.secret = hidden(),
+            Credentials::Twilio(c) => c.auth_token = hidden(),
+            Credentials::Vonage(c) => c.api_secret = hidden(),
         }
         serde_json::to_value(copy).unwrap_or_default()
     }
@@ -182,7 +258,7 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct CredentialKey {
     pub tenant: String,
-    /// `apns`, `fcm`, `web_push` or `webhook`.
+    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio` or `vonage`.
     pub provider: String,
     /// The app id a device names (bundle id, package name) or [`DEFAULT_APP`].
     pub app: String,
@@ -215,7 +291,7 @@ mod tests {
         let secret = "whsec-0123456789abcdefghijklmnopqrstuv";
         let good: Credentials = serde_json::from_value(serde_json::json!({"provider": "webhook", "secret": secret})).unwrap();
         assert!(good.validate().is_ok());
-        assert_eq!((good.provider(), good.route()), ("webhook", Route::Webhook));
+        assert_eq!((good.provider(), good.routes()), ("webhook", &[Route::Webhook][..]));
         assert!(!good.redacted().to_string().contains(secret));
     }
 
@@ -232,6 +308,39 @@ mod tests {
             "token_uri": "https://oauth2.googleapis.com/token", "universe_domain": "googleapis.com"}});
         let fcm: Credentials = serde_json::from_value(json).unwrap();
         assert!(fcm.validate().is_ok());
-        assert_eq!(fcm.route(), Route::Fcm);
+        assert_eq!(fcm.routes(), &[Route::Fcm]);
+    }
+
+    #[test]
+    fn sms_accounts_are_checked() {
+        let sid = format!("AC{}", "0a".repeat(16));
+        let twilio = |from: Option<&str>, service: Option<String>| {
+            Credentials::Twilio(TwilioCredentials {
+                account_sid: sid.clone(),
+                auth_token: Secret::new("token"),
+                from: from.map(Into::into),
+                messaging_service_sid: service,
+            })
+        };
+        assert!(twilio(Some("+15005550006"), None).validate().is_ok());
+        assert!(twilio(None, Some(format!("MG{}", "1f".repeat(16)))).validate().is_ok());
+        assert!(twilio(None, None).validate().is_err(), "neither a number nor a service");
+        assert!(twilio(Some("5550006"), None).validate().is_err(), "not E.164");
+        assert!(twilio(None, Some("MG12".into())).validate().is_err());
+        let bad_sid = Credentials::Twilio(TwilioCredentials {
+            account_sid: "AC12".into(),
+            ..match twilio(Some("+15005550006"), None) {
+                Credentials::Twilio(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        assert!(bad_sid.validate().is_err());
+        assert_eq!(twilio(Some("+15005550006"), None).routes(), &[Route::Sms, Route::Voice]);
+        assert!(!twilio(Some("+15005550006"), None).redacted().to_string().contains(r#":"token""#));
+        let vonage =
+            |from: &str| Credentials::Vonage(VonageCredentials { api_key: "k".into(), api_secret: Secret::new("s"), from: from.into() });
+        assert!(vonage("Acme").validate().is_ok());
+        assert!(vonage("14155550100").validate().is_ok());
+        assert!(vonage("A sender id that is too long").validate().is_err());
     }
 }

@@ -410,3 +410,15 @@ impl Process {
 pub fn welcome(user: &str) -> String {
     serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": user }], "data": { "plan": "team" } }).to_string()
 }
+
+/// The provider sandboxes started in this process, with their CA written to a file of a
+/// temporary directory (kept alive by the returned guard) for `deliver.tls.extra_ca_file`.
+pub async fn sandbox_with_ca(
+    options: herald_sandbox::SandboxOptions,
+) -> anyhow::Result<(herald_sandbox::Sandbox, PathBuf, tempfile::TempDir)> {
+    let sandbox = herald_sandbox::Sandbox::start(options).await?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, sandbox.ca_pem())?;
+    Ok((sandbox, ca_file, dir))
+}

@@ -1,5 +1,6 @@
-//! A tenant's accounts at the sandboxes in one call: an APNs team key, an FCM service account and
-//! a VAPID key pair generated, registered with the sandboxes, and returned as the credential
+//! A tenant's accounts at the sandboxes in one call: an APNs team key, an FCM service account, a
+//! VAPID key pair, a Twilio account and a Vonage account generated, registered with the
+//! sandboxes, and returned as the credential
 //! files Herald takes (`herald providers set <provider> <file>`, or the admin API's
 //! `PUT /v1/tenants/{t}/providers/{provider}/{app}` body). The end-to-end push tests use it.
 
@@ -17,6 +18,10 @@ pub struct Accounts {
     pub fcm: Value,
     /// `{subject, public_key, private_key}`.
     pub web_push: Value,
+    /// `{account_sid, auth_token, from}`.
+    pub twilio: Value,
+    /// `{api_key, api_secret, from}`.
+    pub vonage: Value,
     /// The APNs `<team>/<kid>` the sandbox records as the credential of what this key signed.
     pub apns_credential: String,
     /// The VAPID public key browsers subscribe with ([`Sandbox::web_push_subscribe`]).
@@ -25,8 +30,8 @@ pub struct Accounts {
 
 impl Accounts {
     /// `(provider, credentials)` pairs, in the order `herald providers set` would take them.
-    pub fn each(&self) -> [(&'static str, &Value); 3] {
-        [("apns", &self.apns), ("fcm", &self.fcm), ("web_push", &self.web_push)]
+    pub fn each(&self) -> [(&'static str, &Value); 5] {
+        [("apns", &self.apns), ("fcm", &self.fcm), ("web_push", &self.web_push), ("twilio", &self.twilio), ("vonage", &self.vonage)]
     }
 }
 
@@ -47,6 +52,11 @@ impl Sandbox {
         let account = fcm_service_account(&project, &self.fcm_token_url())?;
         self.fcm_add_service_account(&account.project_id, &account.client_email, &account.private_key_id, &account.public_key_pem)?;
         let vapid = vapid_key();
+        let seed = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, tenant.as_bytes()).simple().to_string();
+        let (account_sid, auth_token) = (format!("AC{seed}"), uuid::Uuid::new_v4().simple().to_string());
+        self.twilio_add_account(&account_sid, &auth_token);
+        let (api_key, api_secret) = (seed[..8].to_owned(), uuid::Uuid::new_v4().simple().to_string()[..16].to_owned());
+        self.vonage_add_account(&api_key, &api_secret);
         Ok(Accounts {
             apns: json!({ "team_id": team_id, "key_id": key_id, "topic": topic, "private_key": key.private_key_pem }),
             fcm: json!({ "service_account": account.json }),
@@ -55,6 +65,8 @@ impl Sandbox {
                 "public_key": vapid.public_key,
                 "private_key": vapid.private_key,
             }),
+            twilio: json!({ "account_sid": account_sid, "auth_token": auth_token, "from": "+15005550006" }),
+            vonage: json!({ "api_key": api_key, "api_secret": api_secret, "from": "Herald" }),
             apns_credential: format!("{team_id}/{key_id}"),
             vapid_public_key: vapid.public_key,
         })

@@ -4,7 +4,10 @@
 //! credentials: `POST /_sandbox/keys` (APNs: `{team_id, key_id, public_key_pem}`),
 //! `POST /_sandbox/service-accounts` (FCM: `{project_id, client_email, private_key_id,
 //! public_key_pem}`), `POST /_sandbox/subscriptions` (web push: `{application_server_key?}` →
-//! the subscription JSON).
+//! the subscription JSON), `POST /_sandbox/accounts` (Twilio: `{account_sid, auth_token}`;
+//! Vonage: `{api_key, api_secret}`); and on the Twilio server `POST /_sandbox/stop` (`{number}`
+//! replied STOP), `POST /_sandbox/call-outcomes` (`{number, outcome}`: `busy`, `no-answer` …),
+//! `GET /_sandbox/callbacks` (the status callbacks posted, with their signatures).
 
 use std::sync::Arc;
 
@@ -28,6 +31,25 @@ struct Account {
     client_email: String,
     private_key_id: String,
     public_key_pem: String,
+}
+
+#[derive(Deserialize)]
+struct TwilioAccount {
+    account_sid: String,
+    auth_token: String,
+}
+
+#[derive(Deserialize)]
+struct VonageAccount {
+    api_key: String,
+    api_secret: String,
+}
+
+#[derive(Deserialize)]
+struct Number {
+    number: String,
+    #[serde(default)]
+    outcome: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -79,6 +101,38 @@ pub async fn handle(shared: Arc<Shared>, provider: ProviderKind, call: Call) -> 
             let request: Subscribe = serde_json::from_slice(call.body()).unwrap_or_default();
             let subscriber = crate::web_push::subscribe(&shared, request.application_server_key.as_deref());
             reply(201, &subscriber.subscription_json())
+        }
+        ("POST", "accounts") if provider == ProviderKind::Twilio => match serde_json::from_slice::<TwilioAccount>(call.body()) {
+            Ok(a) => {
+                lock(&shared.twilio_accounts).insert(a.account_sid, a.auth_token);
+                empty(204)
+            }
+            Err(e) => bad(e),
+        },
+        ("POST", "accounts") if provider == ProviderKind::Vonage => match serde_json::from_slice::<VonageAccount>(call.body()) {
+            Ok(a) => {
+                lock(&shared.vonage_accounts).insert(a.api_key, a.api_secret);
+                empty(204)
+            }
+            Err(e) => bad(e),
+        },
+        ("POST", "stop") if provider == ProviderKind::Twilio => match serde_json::from_slice::<Number>(call.body()) {
+            Ok(n) => {
+                lock(&shared.stop_list).insert(n.number);
+                empty(204)
+            }
+            Err(e) => bad(e),
+        },
+        ("POST", "call-outcomes") if provider == ProviderKind::Twilio => match serde_json::from_slice::<Number>(call.body()) {
+            Ok(Number { number, outcome: Some(outcome) }) => {
+                lock(&shared.call_outcomes).insert(number, outcome);
+                empty(204)
+            }
+            Ok(_) => bad("an outcome is needed: completed, busy, no-answer or failed"),
+            Err(e) => bad(e),
+        },
+        ("GET", "callbacks") if provider == ProviderKind::Twilio => {
+            reply(200, &serde_json::to_value(lock(&shared.twilio_callbacks).clone()).unwrap_or(Value::Null))
         }
         _ => reply(404, &json!({ "error": format!("no control route {method} /_sandbox/{path}") })),
     }

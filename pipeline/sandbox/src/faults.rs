@@ -14,11 +14,20 @@ pub struct Answer {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// The provider's human-readable text beside its code (Twilio `message`, Vonage
+    /// `error-text`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Answer {
     pub fn new(status: u16, reason: &str) -> Self {
-        Answer { status, reason: reason.to_owned(), retry_after_secs: None }
+        Answer { status, reason: reason.to_owned(), retry_after_secs: None, message: None }
+    }
+
+    pub fn with_message(mut self, message: &str) -> Self {
+        self.message = (!message.is_empty()).then(|| message.to_owned());
+        self
     }
 }
 
@@ -39,7 +48,8 @@ pub struct FaultPlan {
     pub error: Option<Answer>,
     /// Added to every answer, overriding the sandbox's latency.
     pub latency_ms: Option<u64>,
-    /// A scripted answer per target (device token, registration token, subscription id).
+    /// A scripted answer per target (device token, registration token, subscription id, phone
+    /// number).
     pub tokens: BTreeMap<String, Answer>,
     pub burst: Option<Burst>,
     /// Every request is answered 503: a total outage.

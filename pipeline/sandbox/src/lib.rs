@@ -17,9 +17,11 @@ pub mod keys;
 pub mod record;
 mod server;
 mod tls;
+pub mod twilio;
+pub mod vonage;
 pub mod web_push;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +45,8 @@ pub struct SandboxOptions {
     pub apns_port: u16,
     pub fcm_port: u16,
     pub web_push_port: u16,
+    pub twilio_port: u16,
+    pub vonage_port: u16,
     /// Added to every provider answer (a real service's round trip).
     pub latency: Duration,
     /// A new provider token for a key sooner than this after the last new one: 429
@@ -52,6 +56,8 @@ pub struct SandboxOptions {
     pub apns_max_token_age: Duration,
     /// How long FCM access tokens live (Google: an hour).
     pub fcm_token_lifetime: Duration,
+    /// The pause before each status callback Twilio posts (`sent`, then `delivered` …).
+    pub callback_delay: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -61,10 +67,13 @@ impl Default for SandboxOptions {
             apns_port: 0,
             fcm_port: 0,
             web_push_port: 0,
+            twilio_port: 0,
+            vonage_port: 0,
             latency: Duration::ZERO,
             apns_min_token_age: Duration::from_secs(20 * 60),
             apns_max_token_age: Duration::from_secs(3600),
             fcm_token_lifetime: Duration::from_secs(3600),
+            callback_delay: Duration::from_millis(50),
         }
     }
 }
@@ -83,7 +92,7 @@ pub struct Stats {
 /// Everything the servers share.
 pub struct Shared {
     options: SandboxOptions,
-    ports: Mutex<(u16, u16, u16)>,
+    ports: Mutex<Ports>,
     received: Mutex<Vec<Received>>,
     faults: Mutex<HashMap<ProviderKind, FaultPlan>>,
     apns_keys: Mutex<HashMap<String, apns::TeamKey>>,
@@ -91,7 +100,27 @@ pub struct Shared {
     fcm_tokens: Mutex<HashMap<String, fcm::Granted>>,
     fcm_tokens_issued: AtomicU64,
     subscribers: Mutex<HashMap<String, web_push::Subscriber>>,
-    connections: [Arc<AtomicU64>; 3],
+    /// Twilio account SID → auth token.
+    twilio_accounts: Mutex<HashMap<String, String>>,
+    /// Numbers that replied STOP: Twilio refuses SMS to them with 21610.
+    stop_list: Mutex<HashSet<String>>,
+    /// Number → how a call to it ends (`completed` unless set: `busy`, `no-answer`, `failed`).
+    call_outcomes: Mutex<HashMap<String, twilio::CallOutcome>>,
+    twilio_callbacks: Mutex<Vec<twilio::Callback>>,
+    /// Vonage API key → secret.
+    vonage_accounts: Mutex<HashMap<String, String>>,
+    /// Per server: APNs, FCM, web push, Twilio, Vonage.
+    connections: [Arc<AtomicU64>; 5],
+}
+
+/// The servers' ports.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    apns: u16,
+    fcm: u16,
+    web_push: u16,
+    twilio: u16,
+    vonage: u16,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,11 +137,11 @@ impl Shared {
     }
 
     fn fcm_token_url(&self) -> String {
-        format!("https://localhost:{}/token", lock(&self.ports).1)
+        format!("https://localhost:{}/token", lock(&self.ports).fcm)
     }
 
     fn web_push_origin(&self) -> String {
-        format!("https://localhost:{}", lock(&self.ports).2)
+        format!("https://localhost:{}", lock(&self.ports).web_push)
     }
 
     fn grant_fcm_token(&self, token: String, granted: fcm::Granted) {
@@ -154,7 +183,7 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let apns_tokens = self.lock_apns().iter().map(|(kid, team)| (kid.clone(), team.tokens_accepted)).collect();
-        let connections = [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush]
+        let connections = [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush, ProviderKind::Twilio, ProviderKind::Vonage]
             .iter()
             .zip(&self.connections)
             .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
@@ -168,6 +197,8 @@ impl Shared {
             ProviderKind::Apns => apns::standard_answers(),
             ProviderKind::Fcm => fcm::standard_answers(),
             ProviderKind::WebPush => web_push::standard_answers(),
+            ProviderKind::Twilio | ProviderKind::TwilioVoice => twilio::standard_answers(),
+            ProviderKind::Vonage => vonage::standard_answers(),
         };
         lock(&self.faults).get_mut(&provider)?.decide(target, &unavailable, &internal, &throttled)
     }
@@ -215,7 +246,14 @@ impl Sandbox {
         let certificates = Arc::new(tls::Certificates::new()?);
         let bind = |port: u16| TcpListener::bind(SocketAddr::new(options.bind, port));
         let (apns, fcm, web) = (bind(options.apns_port).await?, bind(options.fcm_port).await?, bind(options.web_push_port).await?);
-        let ports = (apns.local_addr()?.port(), fcm.local_addr()?.port(), web.local_addr()?.port());
+        let (twilio, vonage) = (bind(options.twilio_port).await?, bind(options.vonage_port).await?);
+        let ports = Ports {
+            apns: apns.local_addr()?.port(),
+            fcm: fcm.local_addr()?.port(),
+            web_push: web.local_addr()?.port(),
+            twilio: twilio.local_addr()?.port(),
+            vonage: vonage.local_addr()?.port(),
+        };
         let shared = Arc::new(Shared {
             options,
             ports: Mutex::new(ports),
@@ -226,6 +264,11 @@ impl Sandbox {
             fcm_tokens: Mutex::default(),
             fcm_tokens_issued: AtomicU64::new(0),
             subscribers: Mutex::default(),
+            twilio_accounts: Mutex::default(),
+            stop_list: Mutex::default(),
+            call_outcomes: Mutex::default(),
+            twilio_callbacks: Mutex::default(),
+            vonage_accounts: Mutex::default(),
             connections: Default::default(),
         });
         let h2_only = certificates.server_config(&[b"h2"])?;
@@ -243,6 +286,8 @@ impl Sandbox {
                         ProviderKind::Fcm if call.uri().path() == "/token" => fcm::token(shared, call).await,
                         ProviderKind::Fcm => fcm::send(shared, call).await,
                         ProviderKind::WebPush => web_push::push(shared, call).await,
+                        ProviderKind::Twilio | ProviderKind::TwilioVoice => twilio::handle(shared, call).await,
+                        ProviderKind::Vonage => vonage::handle(shared, call).await,
                     }
                 })
             })
@@ -250,17 +295,54 @@ impl Sandbox {
         let tasks = vec![
             tokio::spawn(server::serve(apns, h2_only, true, route(ProviderKind::Apns), shared.connections[0].clone())),
             tokio::spawn(server::serve(fcm, both.clone(), false, route(ProviderKind::Fcm), shared.connections[1].clone())),
-            tokio::spawn(server::serve(web, both, false, route(ProviderKind::WebPush), shared.connections[2].clone())),
+            tokio::spawn(server::serve(web, both.clone(), false, route(ProviderKind::WebPush), shared.connections[2].clone())),
+            tokio::spawn(server::serve(twilio, both.clone(), false, route(ProviderKind::Twilio), shared.connections[3].clone())),
+            tokio::spawn(server::serve(vonage, both, false, route(ProviderKind::Vonage), shared.connections[4].clone())),
         ];
         Ok(Sandbox { shared, certificates, _tasks: Arc::new(Tasks(tasks)) })
     }
 
     pub fn apns_url(&self) -> String {
-        format!("https://localhost:{}", lock(&self.shared.ports).0)
+        format!("https://localhost:{}", lock(&self.shared.ports).apns)
     }
 
     pub fn fcm_url(&self) -> String {
-        format!("https://localhost:{}", lock(&self.shared.ports).1)
+        format!("https://localhost:{}", lock(&self.shared.ports).fcm)
+    }
+
+    /// Twilio's API base (`https://localhost:<port>`, in place of `https://api.twilio.com`).
+    pub fn twilio_url(&self) -> String {
+        format!("https://localhost:{}", lock(&self.shared.ports).twilio)
+    }
+
+    /// Vonage's REST base (in place of `https://rest.nexmo.com`).
+    pub fn vonage_url(&self) -> String {
+        format!("https://localhost:{}", lock(&self.shared.ports).vonage)
+    }
+
+    /// Accepts Basic auth with this Twilio account SID and auth token.
+    pub fn twilio_add_account(&self, account_sid: &str, auth_token: &str) {
+        lock(&self.shared.twilio_accounts).insert(account_sid.into(), auth_token.into());
+    }
+
+    /// Accepts this Vonage API key and secret.
+    pub fn vonage_add_account(&self, api_key: &str, api_secret: &str) {
+        lock(&self.shared.vonage_accounts).insert(api_key.into(), api_secret.into());
+    }
+
+    /// The number replied STOP: Twilio refuses SMS to it with 21610 from now on.
+    pub fn twilio_stop(&self, number: &str) {
+        lock(&self.shared.stop_list).insert(number.into());
+    }
+
+    /// How calls to `number` end: `completed`, `busy`, `no-answer` or `failed`.
+    pub fn twilio_call_outcome(&self, number: &str, outcome: &str) {
+        lock(&self.shared.call_outcomes).insert(number.into(), outcome.into());
+    }
+
+    /// The status callbacks Twilio posted, in order.
+    pub fn twilio_callbacks(&self) -> Vec<twilio::Callback> {
+        lock(&self.shared.twilio_callbacks).clone()
     }
 
     pub fn fcm_token_url(&self) -> String {

@@ -13,6 +13,12 @@ pub enum ProviderKind {
     Apns,
     Fcm,
     WebPush,
+    /// Twilio's Messages resource (SMS).
+    Twilio,
+    /// Twilio's Calls resource (voice), on the same server.
+    TwilioVoice,
+    /// Vonage's SMS API.
+    Vonage,
 }
 
 impl ProviderKind {
@@ -21,8 +27,21 @@ impl ProviderKind {
             ProviderKind::Apns => "apns",
             ProviderKind::Fcm => "fcm",
             ProviderKind::WebPush => "web_push",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::TwilioVoice => "twilio_voice",
+            ProviderKind::Vonage => "vonage",
         }
     }
+
+    /// Every service, in a stable order.
+    pub const ALL: [ProviderKind; 6] = [
+        ProviderKind::Apns,
+        ProviderKind::Fcm,
+        ProviderKind::WebPush,
+        ProviderKind::Twilio,
+        ProviderKind::TwilioVoice,
+        ProviderKind::Vonage,
+    ];
 }
 
 /// One request as the sandbox saw it.
@@ -30,7 +49,8 @@ impl ProviderKind {
 pub struct Received {
     pub provider: ProviderKind,
     pub at: jiff::Timestamp,
-    /// The APNs device token, the FCM registration token (or topic), the web push subscription id.
+    /// The APNs device token, the FCM registration token (or topic), the web push subscription id,
+    /// the phone number (E.164) of an SMS or a call.
     pub target: String,
     /// What the sandbox answered.
     pub status: u16,
@@ -39,10 +59,11 @@ pub struct Received {
     /// The protocol headers that matter (`apns-*`; web push `TTL`, `Urgency`, `Topic`,
     /// `Content-Encoding` and the VAPID `Authorization`).
     pub headers: BTreeMap<String, String>,
-    /// The APNs JSON body; the FCM `message`; the decrypted web push plaintext (as JSON when it is).
+    /// The APNs JSON body; the FCM `message`; the decrypted web push plaintext (as JSON when it
+    /// is); Twilio's and Vonage's form parameters (Vonage's `api_secret` left out).
     pub payload: serde_json::Value,
     /// Who signed it: APNs `<team>/<key id>`, FCM the service account's e-mail, web push the
-    /// VAPID public key.
+    /// VAPID public key, Twilio the account SID, Vonage the API key.
     pub credential: Option<String>,
     /// The id the sandbox answered with (`apns-id`, FCM `name`, web push `Location`).
     pub message_id: Option<String>,

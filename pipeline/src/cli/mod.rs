@@ -1,5 +1,5 @@
 //! The command line's commands, a module per noun: `directory`, `templates`, `caps`,
-//! `providers`, `sandbox`, `webhooks`,
+//! `providers`, `sandbox`, `webhooks`, `opt_outs`,
 //! `send` (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
 //! [`Config`](crate::config::Config); the ones that change the directory or templates go
 //! through the admin API with [`client`].
@@ -8,6 +8,7 @@ pub mod caps;
 pub mod client;
 pub mod directory;
 pub mod events;
+pub mod opt_outs;
 pub mod providers;
 pub mod sandbox;
 pub mod send;

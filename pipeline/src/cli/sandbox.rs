@@ -1,5 +1,6 @@
-//! `herald sandbox`: the APNs, FCM and web push sandboxes as a process beside Herald, for trying
-//! real push without Apple's, Google's or a browser vendor's accounts. It generates one tenant's
+//! `herald sandbox`: the APNs, FCM, web push, Twilio and Vonage sandboxes as a process beside
+//! Herald, for trying real push and SMS without Apple's, Google's, a browser vendor's, Twilio's
+//! or Vonage's accounts. It generates one tenant's
 //! accounts, writes everything Herald needs into a directory (the CA, the credential files
 //! `herald providers set` takes, a browser subscription, a config file) and serves until
 //! Ctrl-C or SIGTERM, then prints what each sandbox received.
@@ -20,8 +21,8 @@ use crate::app;
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
     /// Where to write the CA, the credential files, a browser subscription and the config file
-    /// (`ca.pem`, `apns.json`, `fcm.json`, `web_push.json`, `subscription.json`, `herald.toml`,
-    /// and `sandbox.json` with the URLs, written last).
+    /// (`ca.pem`, `apns.json`, `fcm.json`, `web_push.json`, `twilio.json`, `vonage.json`,
+    /// `subscription.json`, `herald.toml`, and `sandbox.json` with the URLs, written last).
     #[arg(long, default_value = "data/sandbox")]
     dir: PathBuf,
     /// The tenant whose accounts are generated (the credential files are its).
@@ -31,7 +32,7 @@ pub struct SandboxArgs {
     /// of the sample directory's iPhone).
     #[arg(long, default_value = "com.example.acme")]
     topic: String,
-    /// The address the three servers listen on.
+    /// The address the servers listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// The APNs sandbox's port (HTTP/2 over TLS only); 0: any free port.
@@ -43,6 +44,12 @@ pub struct SandboxArgs {
     /// The web push service's port; 0: any free port.
     #[arg(long, default_value_t = 47445)]
     web_push_port: u16,
+    /// The Twilio sandbox's port (Messages and Calls, status callbacks posted back); 0: any free port.
+    #[arg(long, default_value_t = 47446)]
+    twilio_port: u16,
+    /// The Vonage SMS sandbox's port; 0: any free port.
+    #[arg(long, default_value_t = 47447)]
+    vonage_port: u16,
     /// Added to every answer, as a real service's round trip (e.g. `5ms`).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -55,13 +62,15 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         apns_port: args.apns_port,
         fcm_port: args.fcm_port,
         web_push_port: args.web_push_port,
+        twilio_port: args.twilio_port,
+        vonage_port: args.vonage_port,
         latency: args.latency,
         ..SandboxOptions::default()
     };
     let sandbox = Sandbox::start(options).await.with_context(|| {
         format!(
-            "cannot start the sandboxes on {} ports {}, {} and {} (another sandbox running? pick other ports with --apns-port, --fcm-port, --web-push-port, or 0 for any)",
-            args.bind, args.apns_port, args.fcm_port, args.web_push_port
+            "cannot start the sandboxes on {} ports {}, {}, {}, {} and {} (another sandbox running? pick other ports with --apns-port, --fcm-port, --web-push-port, --twilio-port, --vonage-port, or 0 for any)",
+            args.bind, args.apns_port, args.fcm_port, args.web_push_port, args.twilio_port, args.vonage_port
         )
     })?;
     let written = write_files(&sandbox, &args)?;
@@ -70,6 +79,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     println!("  APNs      {}  (HTTP/2, topic {})", sandbox.apns_url(), args.topic);
     println!("  FCM       {}  (OAuth tokens at {})", sandbox.fcm_url(), sandbox.fcm_token_url());
     println!("  web push  {}", sandbox.web_push_origin());
+    println!("  Twilio    {}  (SMS and calls; number +15005550006)", sandbox.twilio_url());
+    println!("  Vonage    {}  (SMS)", sandbox.vonage_url());
     println!("\nWritten to {}:", args.dir.display());
     for (file, what) in &written {
         println!("  {:<18} {what}", file);
@@ -78,15 +89,19 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let tenant = &args.tenant;
     println!("\nPoint Herald at them and give it the credentials:");
     println!("  herald --config {dir}/herald.toml up");
-    for provider in ["apns", "fcm", "web_push"] {
+    for provider in ["apns", "fcm", "web_push", "twilio", "vonage"] {
         println!("  herald --config {dir}/herald.toml providers set {provider} {dir}/{provider}.json --tenant {tenant}");
     }
     println!("\nEach server also answers the control API (trust {dir}/ca.pem):");
-    println!("  GET    /_sandbox/received[?provider=apns|fcm|web_push]   every request, accepted or refused, repeats included");
+    println!("  GET    /_sandbox/received[?provider=apns|fcm|web_push|twilio|twilio_voice|vonage]");
+    println!("                                                            every request, accepted or refused, repeats included");
     println!("  DELETE /_sandbox/received                                 forget them");
     println!("  PUT    /_sandbox/faults                                   inject failures (a fault plan, JSON)");
     println!("  GET    /_sandbox/stats                                    connections, provider tokens, access tokens");
     println!("  POST   /_sandbox/subscriptions  (web push)                another browser: {{\"application_server_key\": …}}");
+    println!("  POST   /_sandbox/stop           (Twilio)                  {{\"number\": …}} replied STOP: SMS to it answer 21610");
+    println!("  POST   /_sandbox/call-outcomes  (Twilio)                  {{\"number\": …, \"outcome\": \"busy\"|\"no-answer\"}}");
+    println!("  GET    /_sandbox/callbacks      (Twilio)                  the status callbacks posted, with their X-Twilio-Signature");
     println!("\nServing until Ctrl-C.");
 
     let cancel = CancellationToken::new();
@@ -127,6 +142,8 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
         "fcm_url": sandbox.fcm_url(),
         "fcm_token_url": sandbox.fcm_token_url(),
         "web_push_origin": sandbox.web_push_origin(),
+        "twilio_url": sandbox.twilio_url(),
+        "vonage_url": sandbox.vonage_url(),
         "apns_credential": accounts.apns_credential,
         "vapid_public_key": accounts.vapid_public_key,
     });
@@ -136,8 +153,10 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
         ("apns.json", "the tenant's APNs team key, for `herald providers set apns`"),
         ("fcm.json", "its FCM service account, for `herald providers set fcm`"),
         ("web_push.json", "its VAPID key pair, for `herald providers set web_push`"),
+        ("twilio.json", "its Twilio account (SMS and calls), for `herald providers set twilio`"),
+        ("vonage.json", "its Vonage account (SMS failover), for `herald providers set vonage`"),
         ("subscription.json", "a browser subscribed with that VAPID key: `herald directory device put <user> browser --file …`"),
-        ("herald.toml", "a config file that points Herald at the sandboxes (push and web push enabled)"),
+        ("herald.toml", "a config file that points Herald at the sandboxes (push, web push, SMS and voice enabled)"),
         ("sandbox.json", "the URLs, for scripts"),
     ])
 }
@@ -145,9 +164,10 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
 /// The config file: the embedded defaults plus the sandboxes' endpoints and CA.
 fn config_file(sandbox: &Sandbox, ca: &Path) -> String {
     format!(
-        r#"# Written by `herald sandbox`: Herald's defaults, delivering push to the local sandboxes.
+        r#"# Written by `herald sandbox`: Herald's defaults, delivering push, SMS and calls to the local
+# sandboxes.
 [enrich]
-enabled_channels = ["log", "push", "web_push"]
+enabled_channels = ["log", "push", "web_push", "sms", "voice"]
 default_channels = ["push", "web_push"]
 
 [deliver.tls]
@@ -159,10 +179,18 @@ development_url = "{apns}"
 
 [deliver.fcm]
 url = "{fcm}"
+
+[deliver.twilio]
+url = "{twilio}"
+
+[deliver.vonage]
+url = "{vonage}"
 "#,
         ca = toml::Value::String(ca.display().to_string()),
         apns = sandbox.apns_url(),
         fcm = sandbox.fcm_url(),
+        twilio = sandbox.twilio_url(),
+        vonage = sandbox.vonage_url(),
     )
 }
 

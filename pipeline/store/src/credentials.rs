@@ -225,4 +225,26 @@ where
             Ok(found.map(|e| format!("{} since {}", e.reason, e.disabled_at)))
         })
     }
+
+    fn opt_out(&self, request: herald_deliver::ports::OptOutRequest) -> PortFuture<'_, bool> {
+        Box::pin(async move {
+            let r = &request;
+            let new = self
+                .store
+                .record_opt_out(&r.tenant, r.channel, &r.address, r.user.as_deref(), &r.provider, &r.reason, r.at)
+                .await
+                .map_err(|e| e.into_port("store"))?;
+            if let Some(user) = &r.user {
+                (self.announce)(r.tenant.clone(), user.clone()).await;
+            }
+            Ok(new)
+        })
+    }
+
+    fn opted_out<'a>(&'a self, tenant: &'a str, channel: herald_schemas::Channel, address: &'a str) -> PortFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let found = self.store.opt_out(tenant, channel, address).await.map_err(|e| e.into_port("store"))?;
+            Ok(found.map(|o| format!("{} {} at {}", o.provider, o.reason, o.at)))
+        })
+    }
 }

@@ -1,6 +1,7 @@
 //! The deliver stage's configuration: how providers are called, and each provider's own
 //! settings (one table per provider, `[deliver.<provider>]`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,8 @@ use crate::http::TlsConfig;
 use crate::providers::apns::ApnsConfig;
 use crate::providers::fcm::FcmConfig;
 use crate::providers::log::LogConfig;
+use crate::providers::twilio::TwilioConfig;
+use crate::providers::vonage::VonageConfig;
 use crate::providers::web_push::WebPushConfig;
 use crate::providers::webhook::WebhookConfig;
 
@@ -37,6 +40,38 @@ pub struct DeliverConfig {
     pub web_push: WebPushConfig,
     /// Signed webhooks to producer-supplied URLs.
     pub webhook: WebhookConfig,
+    /// Twilio: SMS and voice calls.
+    pub twilio: TwilioConfig,
+    /// Vonage: SMS.
+    pub vonage: VonageConfig,
+    /// The order SMS providers are tried in, for every tenant and per tenant.
+    pub failover: Failover,
+}
+
+/// Which providers send a route, in order (`[deliver.failover]`). The first sends; the next
+/// sends when the one before it is down (its breaker open, or it answered an outage or a
+/// slow-down) or the tenant has no account with it. A provider that gave no answer at all (a
+/// timeout: it may have sent) is not failed over from but retried, so no message goes out twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failover {
+    /// SMS providers: `twilio`, `vonage`.
+    pub sms: Vec<String>,
+    /// A tenant's own order, e.g. `[deliver.failover.tenants.acme] sms = ["vonage", "twilio"]`.
+    pub tenants: BTreeMap<String, TenantFailover>,
+}
+
+/// One tenant's provider order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantFailover {
+    pub sms: Vec<String>,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover { sms: vec!["twilio".into(), "vonage".into()], tenants: BTreeMap::new() }
+    }
 }
 
 impl Default for DeliverConfig {
@@ -50,6 +85,9 @@ impl Default for DeliverConfig {
             fcm: FcmConfig::default(),
             web_push: WebPushConfig::default(),
             webhook: WebhookConfig::default(),
+            twilio: TwilioConfig::default(),
+            vonage: VonageConfig::default(),
+            failover: Failover::default(),
         }
     }
 }

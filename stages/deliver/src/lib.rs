@@ -39,7 +39,7 @@ use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Stage, StageError};
 use tracing::{info, warn};
 
 use crate::breaker::Admission;
-use crate::ports::Invalidation;
+use crate::ports::{Invalidation, OptOutRequest};
 use crate::providers::{Class, Gate};
 
 pub use config::DeliverConfig;
@@ -104,8 +104,10 @@ impl<K: KeyValue> Deliver<K> {
         }
     }
 
-    /// Calls the provider under a ticket and records what it said.
-    async fn send(&self, gate: &Gate, ticket: Ticket, delivery: &Delivery, meta: &Meta, probe: bool) -> Result<Outcome, StageError> {
+    /// Calls the provider under a ticket and records what it said. With `failover`, a refusal
+    /// another provider of the chain may not share ([`may_fail_over`]) releases the delivery
+    /// for it instead.
+    async fn send(&self, gate: &Gate, ticket: Ticket, delivery: &Delivery, meta: &Meta, probe: bool, failover: bool) -> Try {
         let provider = gate.provider.name().to_owned();
         if ticket.took_over {
             warn!(delivery_id = %delivery.delivery_id, provider, "An earlier holder's lease ran out before it recorded an outcome; sending again with the same idempotency key.");
@@ -117,7 +119,13 @@ impl<K: KeyValue> Deliver<K> {
             let detail = format!("expired at {expires_at} while waiting for the provider");
             self.finish(&ticket, delivery, failed(meta, "expired", &detail)).await;
             gate.breaker.abandon(probe);
-            return Self::event(meta, delivery, Status::Expired, "expired", detail);
+            return Try::Done(Self::event(meta, delivery, Status::Expired, "expired", detail));
+        }
+        if delivery.channel == Channel::Sms
+            && let Some(outcome) = self.opted_out(&ticket, delivery, meta).await
+        {
+            gate.breaker.abandon(probe);
+            return Try::Done(outcome);
         }
         let answer = tokio::time::timeout(self.config.send_timeout, gate.provider.send(delivery)).await;
         let error = match answer {
@@ -130,7 +138,7 @@ impl<K: KeyValue> Deliver<K> {
                     at: Timestamp::now(),
                 };
                 self.finish(&ticket, delivery, phase).await;
-                return Self::sent(meta, delivery, &provider, &receipt.provider_message_id);
+                return Try::Done(Self::sent(meta, delivery, &provider, &receipt.provider_message_id));
             }
             Ok(Err(error)) => error,
             Err(_) => {
@@ -138,15 +146,42 @@ impl<K: KeyValue> Deliver<K> {
             }
         };
         self.alert(gate, gate.breaker.record(probe, error.class == Class::Outage)).await;
+        if failover && may_fail_over(&error) {
+            if let Err(e) = self.states.release(&ticket).await {
+                warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery for the next provider; it takes it over as the same attempt.");
+            }
+            return Try::Next(error);
+        }
+        Try::Done(self.refused(gate, &ticket, delivery, meta, error).await)
+    }
+
+    /// Records a provider's refusal: the outcome, or the error the runner retries.
+    async fn refused(
+        &self,
+        gate: &Gate,
+        ticket: &Ticket,
+        delivery: &Delivery,
+        meta: &Meta,
+        error: ProviderError,
+    ) -> Result<Outcome, StageError> {
+        let provider = gate.provider.name().to_owned();
         match error.class {
             Class::Permanent => {
                 let detail = format!("{provider} refused it: {}", error.detail);
-                self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+                self.finish(ticket, delivery, failed(meta, &error.code, &detail)).await;
                 Self::event(meta, delivery, Status::Failed, error.code, detail)
+            }
+            Class::OptedOut => {
+                let detail = format!("{provider} refused it: {}", error.detail);
+                self.finish(ticket, delivery, failed(meta, OPTED_OUT, &detail)).await;
+                let recorded = self.record_opt_out(delivery, &provider, &error.code).await;
+                Outcome::new()
+                    .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::OptedOut).reason(OPTED_OUT, detail).build())?
+                    .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::Unsubscribed).reason(error.code, recorded).build())
             }
             Class::TokenInvalid => {
                 let detail = format!("{provider} refused it: {}", error.detail);
-                self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+                self.finish(ticket, delivery, failed(meta, &error.code, &detail)).await;
                 let disabled = self.invalidate(delivery, &error.code).await;
                 Outcome::new()
                     .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::Failed).reason(&error.code, detail).build())?
@@ -161,10 +196,10 @@ impl<K: KeyValue> Deliver<K> {
                     // `failed` lets a later replay through dedupe send it again; the runner
                     // dead-letters the message.
                     let detail = format!("{detail} (attempt {} of {attempts}, the last)", meta.attempt);
-                    self.finish(&ticket, delivery, failed(meta, &error.code, &detail)).await;
+                    self.finish(ticket, delivery, failed(meta, &error.code, &detail)).await;
                     return Err(StageError::permanent(error.code, detail));
                 }
-                if let Err(e) = self.states.release(&ticket).await {
+                if let Err(e) = self.states.release(ticket).await {
                     warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery; the next attempt waits for its lease.");
                 }
                 let delay = match &gate.retry {
@@ -174,6 +209,54 @@ impl<K: KeyValue> Deliver<K> {
                 let mut error = StageError::transient(error.code, detail);
                 error.retry_after = delay;
                 Err(error)
+            }
+        }
+    }
+
+    /// The outcome of an SMS to a number that told a provider to stop, if it did: `opted_out`,
+    /// and no call. A store that cannot be read does not hold the message: the provider refuses
+    /// an opted-out number itself (21610).
+    async fn opted_out(&self, ticket: &Ticket, delivery: &Delivery, meta: &Meta) -> Option<Result<Outcome, StageError>> {
+        let registry = self.providers.devices.as_ref()?;
+        let why = match registry.opted_out(&delivery.tenant, delivery.channel, &delivery.address).await {
+            Ok(why) => why?,
+            Err(error) => {
+                warn!(%error, delivery_id = %delivery.delivery_id, "Could not read the SMS opt-outs; the provider decides.");
+                return None;
+            }
+        };
+        let detail = format!("the recipient opted out of {} ({why}); nothing was sent", delivery.channel);
+        self.finish(ticket, delivery, failed(meta, OPTED_OUT, &detail)).await;
+        Some(Self::event(meta, delivery, Status::OptedOut, OPTED_OUT, detail))
+    }
+
+    /// Records that the recipient told `provider` to stop; says what was done, for the event.
+    async fn record_opt_out(&self, delivery: &Delivery, provider: &str, code: &str) -> String {
+        let Some(registry) = &self.providers.devices else {
+            return format!("{} should be opted out of {}, but this process has no store", delivery.address, delivery.channel);
+        };
+        let request = OptOutRequest {
+            tenant: delivery.tenant.clone(),
+            user: delivery.user_id.clone(),
+            channel: delivery.channel,
+            address: delivery.address.clone(),
+            provider: provider.to_owned(),
+            reason: code.to_owned(),
+            at: Timestamp::now(),
+        };
+        let whose = delivery
+            .user_id
+            .as_ref()
+            .map_or_else(String::new, |u| format!(" (user `{u}`: {} turned off in their preferences)", delivery.channel));
+        match thrice(|| registry.opt_out(request.clone())).await {
+            Ok(true) => {
+                info!(tenant = %delivery.tenant, channel = %delivery.channel, provider, code, "Recorded an opt-out the recipient sent the provider.");
+                format!("opted out of {} through {provider}{whose}: later deliveries are opted_out", delivery.channel)
+            }
+            Ok(false) => format!("already opted out of {}", delivery.channel),
+            Err(error) => {
+                warn!(%error, "Could not record the opt-out; the provider keeps refusing the number.");
+                format!("the opt-out could not be recorded ({error}); {provider} keeps refusing the number")
             }
         }
     }
@@ -262,6 +345,31 @@ impl<K: KeyValue> Deliver<K> {
     }
 }
 
+/// The reason a delivery is `opted_out` by deliver: the recipient told the provider to stop.
+const OPTED_OUT: &str = "recipient_opted_out";
+
+/// What one provider of a route's chain made of a delivery.
+enum Try {
+    /// The delivery's outcome (or the error the runner retries).
+    Done(Result<Outcome, StageError>),
+    /// This provider could not take it, and the next in the chain may: the delivery was released.
+    Next(ProviderError),
+}
+
+/// Whether a refusal lets the next provider send: the provider answered that it is down or
+/// asks to slow down, refused the connection, or the tenant has no account with it. Never
+/// after no answer at all (a timeout, a connection lost mid-call): the provider may have sent
+/// it, and the retry goes to the same provider.
+fn may_fail_over(error: &ProviderError) -> bool {
+    match error.class {
+        Class::Outage | Class::Throttled => {
+            !matches!(error.code.as_str(), "timeout" | "transport_error" | "provider_timeout" | "store_unavailable")
+        }
+        Class::Permanent => error.code == "no_credentials",
+        Class::TokenInvalid | Class::OptedOut => false,
+    }
+}
+
 fn failed(meta: &Meta, reason: &str, detail: &str) -> Phase {
     Phase::Failed { by: meta.sequence, reason: reason.to_owned(), detail: detail.to_owned(), at: Timestamp::now() }
 }
@@ -277,41 +385,74 @@ impl<K: KeyValue> Stage for Deliver<K> {
                 format!("a {} delivery reached the {} deliver consumer", delivery.route(), self.route),
             ));
         }
-        let Some(gate) = self.providers.select(&delivery.tenant, self.route) else {
+        let chain = self.providers.chain(&delivery.tenant, self.route);
+        if chain.is_empty() {
             let detail = format!(
                 "no provider serves route `{}` for tenant `{}` in this version; remove channel `{}` from enrich.enabled_channels",
                 self.route, delivery.tenant, delivery.channel
             );
             return Self::event(meta, &delivery, Status::Failed, "no_provider", detail);
-        };
-        // An open breaker holds the delivery (no call, no attempt spent) until it half-opens.
-        let (admission, change) = gate.breaker.admit();
-        self.alert(gate, change).await;
-        let probe = match admission {
-            Admission::Call { probe } => probe,
-            Admission::Wait(wait) => {
-                let detail = format!("{}'s circuit breaker is open after repeated failures", gate.provider.name());
-                return Err(StageError::outage("circuit_open", detail).retry_after(wait));
+        }
+        // Down the chain: a provider whose breaker is open is passed over (no call, no attempt
+        // spent); one that refused in a way the next may not share hands the delivery on.
+        let mut open_for: Option<Duration> = None;
+        let mut passed: Vec<(String, ProviderError)> = Vec::new();
+        for (i, gate) in chain.iter().enumerate() {
+            let (admission, change) = gate.breaker.admit();
+            self.alert(gate, change).await;
+            let probe = match admission {
+                Admission::Call { probe } => probe,
+                Admission::Wait(wait) => {
+                    open_for = Some(open_for.map_or(wait, |w| w.min(wait)));
+                    passed.push((gate.provider.name().to_owned(), ProviderError::outage("circuit_open", "its circuit breaker is open")));
+                    continue;
+                }
+            };
+            let failover = i + 1 < chain.len();
+            let attempt = self.admitted(gate, &delivery, meta, probe, failover).await;
+            // Whatever did not reach the provider leaves the probe slot to another delivery.
+            gate.breaker.abandon(probe);
+            match attempt {
+                Try::Done(outcome) => return outcome,
+                Try::Next(error) => {
+                    let next = chain.get(i + 1).map(|g| g.provider.name().to_owned()).unwrap_or_default();
+                    info!(delivery_id = %delivery.delivery_id, provider = gate.provider.name(), next, code = error.code, "Failing over to the next provider.");
+                    passed.push((gate.provider.name().to_owned(), error));
+                }
             }
-        };
-        let outcome = self.admitted(gate, &delivery, meta, probe).await;
-        // Whatever did not reach the provider leaves the probe slot to another delivery.
-        gate.breaker.abandon(probe);
-        outcome
+        }
+        // No provider took it: every breaker open, or the last ones open after the first failed.
+        let detail = passed.iter().map(|(p, e)| format!("{p}: {}", e.detail)).collect::<Vec<_>>().join("; ");
+        let answered = passed.iter().rev().find(|(_, e)| e.code != "circuit_open");
+        let code = answered.map_or("circuit_open".to_owned(), |(_, e)| e.code.clone());
+        let retry_after = answered.and_then(|(_, e)| e.retry_after).map_or(open_for, |r| Some(open_for.map_or(r, |o| o.min(r))));
+        let mut error = StageError::outage(code, format!("no provider of route {} took it ({detail})", self.route));
+        error.retry_after = retry_after;
+        Err(error)
     }
 }
 
 impl<K: KeyValue> Deliver<K> {
-    async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool) -> Result<Outcome, StageError> {
+    async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool, failover: bool) -> Try {
         // Held until the outcome is written: bounds what a crash can leave in `sending`.
-        let _permit = gate.permit(delivery.priority).await.map_err(|e| StageError::outage("stopping", e.to_string()))?;
+        let _permit = match gate.permit(delivery.priority).await {
+            Ok(permit) => permit,
+            Err(e) => return Try::Done(Err(StageError::outage("stopping", e.to_string()))),
+        };
         // Before the delivery's lease is taken: a wait for the rate never runs a lease out.
-        if let Some(rate) = &gate.rate {
-            rate.acquire().await.map_err(|e| StageError::outage("rate_unavailable", format!("cannot count the send rate: {e}")))?;
+        if let Some(rate) = &gate.rate
+            && let Err(e) = rate.acquire().await
+        {
+            return Try::Done(Err(StageError::outage("rate_unavailable", format!("cannot count the send rate: {e}"))));
         }
         let now = Timestamp::now();
-        match self.states.begin(delivery.delivery_id, delivery.claim, meta.sequence, meta.attempt, self.config.lease(), now).await? {
-            Begin::Send(ticket) => self.send(gate, ticket, delivery, meta, probe).await,
+        let begun =
+            match self.states.begin(delivery.delivery_id, delivery.claim, meta.sequence, meta.attempt, self.config.lease(), now).await {
+                Ok(begun) => begun,
+                Err(error) => return Try::Done(Err(error)),
+            };
+        Try::Done(match begun {
+            Begin::Send(ticket) => return self.send(gate, ticket, delivery, meta, probe, failover).await,
             Begin::Sent { mine: true, provider, provider_message_id, .. } => Self::sent(meta, delivery, &provider, &provider_message_id),
             Begin::Sent { mine: false, by, provider, provider_message_id } => {
                 let detail = format!("already sent through {provider} as {provider_message_id} by message #{by}");
@@ -320,7 +461,11 @@ impl<K: KeyValue> Deliver<K> {
             Begin::Failed { mine: true, reason, detail } => {
                 // Reported again exactly as the first time (an expiry is recorded as a failure
                 // so a replay may retry it, but it was reported as `expired`).
-                let status = if reason == "expired" { Status::Expired } else { Status::Failed };
+                let status = match reason.as_str() {
+                    "expired" => Status::Expired,
+                    OPTED_OUT => Status::OptedOut,
+                    _ => Status::Failed,
+                };
                 Self::event(meta, delivery, status, reason, detail)
             }
             Begin::Failed { mine: false, reason, .. } => {
@@ -332,7 +477,7 @@ impl<K: KeyValue> Deliver<K> {
                 let detail = format!("message #{by} is calling the provider; its lease runs until {until}");
                 Err(StageError::outage("delivery_in_flight", detail).retry_after(wait))
             }
-        }
+        })
     }
 }
 

@@ -72,6 +72,23 @@ pub struct Invalidation {
     pub at: Timestamp,
 }
 
+/// A recipient's request, through a provider, not to be sent to on a channel again (an SMS
+/// STOP: Twilio 21610).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOutRequest {
+    pub tenant: String,
+    /// The directory user the address belongs to, when known: their preferences turn the
+    /// channel off too.
+    pub user: Option<String>,
+    pub channel: herald_schemas::Channel,
+    /// The phone number.
+    pub address: String,
+    /// Who reported it (`twilio`) and its code (`21610`).
+    pub provider: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
 /// The directory's devices, and the webhook endpoints receivers said are gone.
 pub trait DeviceRegistry: Send + Sync + 'static {
     /// Disables the device if it still has the refused address. Returns whether it did.
@@ -83,6 +100,13 @@ pub trait DeviceRegistry: Send + Sync + 'static {
 
     /// Why and since when the endpoint is disabled, if it is.
     fn endpoint_disabled<'a>(&'a self, tenant: &'a str, url: &'a str) -> PortFuture<'a, Option<String>>;
+
+    /// Records an opt-out (and turns the channel off in the user's preferences). Returns whether
+    /// it is new.
+    fn opt_out(&self, request: OptOutRequest) -> PortFuture<'_, bool>;
+
+    /// Why and since when `address` is opted out of `channel` for `tenant`, if it is.
+    fn opted_out<'a>(&'a self, tenant: &'a str, channel: herald_schemas::Channel, address: &'a str) -> PortFuture<'a, Option<String>>;
 }
 
 /// In-memory ports for unit tests.
@@ -123,11 +147,13 @@ pub mod memory {
         }
     }
 
-    /// Records invalidations, and disabled endpoints by (tenant, url).
+    /// Records invalidations, disabled endpoints by (tenant, url) and opt-outs by (tenant,
+    /// channel, address).
     #[derive(Debug, Default)]
     pub struct MemoryDevices {
         pub disabled: Mutex<Vec<Invalidation>>,
         pub endpoints: Mutex<HashMap<(String, String), String>>,
+        pub opt_outs: Mutex<HashMap<(String, herald_schemas::Channel, String), OptOutRequest>>,
     }
 
     impl DeviceRegistry for MemoryDevices {
@@ -145,6 +171,20 @@ pub mod memory {
         fn endpoint_disabled<'a>(&'a self, tenant: &'a str, url: &'a str) -> PortFuture<'a, Option<String>> {
             let endpoints = self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             Box::pin(std::future::ready(Ok(endpoints.get(&(tenant.to_owned(), url.to_owned())).cloned())))
+        }
+
+        fn opt_out(&self, request: OptOutRequest) -> PortFuture<'_, bool> {
+            let mut opt_outs = self.opt_outs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let key = (request.tenant.clone(), request.channel, request.address.clone());
+            let new = opt_outs.insert(key, request).is_none();
+            Box::pin(std::future::ready(Ok(new)))
+        }
+
+        fn opted_out<'a>(&'a self, tenant: &'a str, channel: herald_schemas::Channel, address: &'a str) -> PortFuture<'a, Option<String>> {
+            let opt_outs = self.opt_outs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let found =
+                opt_outs.get(&(tenant.to_owned(), channel, address.to_owned())).map(|r| format!("{} {} at {}", r.provider, r.reason, r.at));
+            Box::pin(std::future::ready(Ok(found)))
         }
     }
 }

@@ -292,3 +292,106 @@ async fn an_open_breaker_holds_deliveries_without_calling_and_alerts_once_per_ch
     assert_eq!(kinds, [AlertKind::BreakerOpened, AlertKind::BreakerHalfOpen, AlertKind::BreakerClosed]);
     assert!(alerts.raised().iter().all(|a| a.route == Some(Route::Log) && a.provider.as_deref() == Some("scripted")));
 }
+
+/// A provider of its own name, for chains.
+struct Named(&'static str, Arc<Scripted>);
+
+impl Provider for Named {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a> {
+        self.1.send(delivery)
+    }
+}
+
+/// An SMS route served by `first`, failing over to `second`.
+fn chain(
+    first: Vec<Result<Receipt, ProviderError>>,
+    second: Vec<Result<Receipt, ProviderError>>,
+) -> (Deliver<MemoryKv>, Arc<Scripted>, Arc<Scripted>, Arc<MemoryDevices>) {
+    let (a, b) = (
+        Arc::new(Scripted { answers: Mutex::new(first), ..Scripted::default() }),
+        Arc::new(Scripted { answers: Mutex::new(second), ..Scripted::default() }),
+    );
+    let breaker = BreakerConfig { failures_to_open: 2, open_for: Duration::from_secs(60) };
+    let gate = |name, p: &Arc<Scripted>| {
+        Gate::new(Arc::new(Named(name, p.clone())), GateConfig { concurrency: 4, breaker: breaker.clone(), ..GateConfig::default() })
+    };
+    let devices = Arc::new(MemoryDevices::default());
+    let mut providers = Providers::new().with_gate(Route::Sms, gate("twilio", &a)).with_gate(Route::Sms, gate("vonage", &b));
+    providers.devices = Some(devices.clone());
+    (Deliver::new(Route::Sms, Arc::new(providers), MemoryKv::new(), DeliverConfig::default()), a, b, devices)
+}
+
+fn text(id: u128) -> Delivery {
+    Delivery {
+        delivery_id: uuid::Uuid::from_u128(id),
+        channel: Channel::Sms,
+        address: "+14155550100".into(),
+        user_id: Some("u-1".into()),
+        ..delivery()
+    }
+}
+
+fn calls(p: &Scripted) -> u32 {
+    *p.calls.lock().unwrap()
+}
+
+#[tokio::test]
+async fn an_outage_or_a_missing_account_fails_over_to_the_next_provider_once() {
+    let (stage, twilio, vonage, _) =
+        chain(vec![refused(true), Err(ProviderError::permanent("no_credentials", "none"))], vec![ok("v-1"), ok("v-2")]);
+    for id in [1, 2] {
+        let out = stage.process(text(id), &meta(id as u64, 1)).await.unwrap();
+        assert_eq!(status(&out), Status::Sent);
+        assert!(out.events()[0].detail.as_deref().is_some_and(|d| d.starts_with("vonage accepted")), "{:?}", out.events());
+        let state = stage.states.get(text(id).delivery_id).await.unwrap().unwrap();
+        assert!(matches!(state.phase, Phase::Sent { ref provider, .. } if provider == "vonage"));
+    }
+    assert_eq!((calls(&twilio), calls(&vonage)), (2, 2), "one call each per delivery");
+    // A redelivery of a sent one calls nobody.
+    assert_eq!(status(&stage.process(text(1), &meta(1, 2)).await.unwrap()), Status::Sent);
+    assert_eq!((calls(&twilio), calls(&vonage)), (2, 2));
+}
+
+#[tokio::test]
+async fn no_answer_is_retried_on_the_same_provider_never_failed_over() {
+    let timeout = ProviderError::outage("timeout", "no answer in 10 s");
+    let (stage, twilio, vonage, _) = chain(vec![Err(timeout), ok("t-1")], vec![]);
+    let err = stage.process(text(1), &meta(1, 1)).await.unwrap_err();
+    assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Transient, "timeout"), "Twilio may have sent it: retried there");
+    assert_eq!(calls(&vonage), 0);
+    assert_eq!(status(&stage.process(text(1), &meta(1, 2)).await.unwrap()), Status::Sent);
+    assert_eq!((calls(&twilio), calls(&vonage)), (2, 0));
+}
+
+#[tokio::test]
+async fn an_open_breaker_passes_the_delivery_to_the_next_provider_without_a_call() {
+    let (stage, twilio, vonage, _) = chain(vec![refused(true), refused(true)], vec![ok("v-1"), ok("v-2"), ok("v-3")]);
+    for id in 1..=3 {
+        assert_eq!(status(&stage.process(text(id), &meta(id as u64, 1)).await.unwrap()), Status::Sent);
+    }
+    assert_eq!((calls(&twilio), calls(&vonage)), (2, 3), "the third skipped Twilio: its breaker opened after two");
+}
+
+#[tokio::test]
+async fn a_stop_records_the_opt_out_and_later_texts_to_the_number_are_opted_out_unsent() {
+    let stop = ProviderError::new(Class::OptedOut, "21610", "Attempt to send to unsubscribed recipient");
+    let (stage, twilio, vonage, devices) = chain(vec![Err(stop)], vec![]);
+    let out = stage.process(text(1), &meta(1, 1)).await.unwrap();
+    let statuses: Vec<_> = out.events().iter().map(|e| (e.status, e.reason.clone().unwrap_or_default())).collect();
+    assert_eq!(statuses, [(Status::OptedOut, OPTED_OUT.to_owned()), (Status::Unsubscribed, "21610".to_owned())]);
+    assert_eq!(calls(&vonage), 0, "a STOP is not failed over");
+    let recorded = devices.opt_outs.lock().unwrap().values().cloned().collect::<Vec<_>>();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].user.as_deref(), recorded[0].address.as_str(), recorded[0].channel),
+        (Some("u-1"), "+14155550100", Channel::Sms)
+    );
+    // A redelivery reports the same; another text to the number calls nobody.
+    assert_eq!(status(&stage.process(text(1), &meta(1, 2)).await.unwrap()), Status::OptedOut);
+    let out = stage.process(text(2), &meta(2, 1)).await.unwrap();
+    assert_eq!((status(&out), out.events().len()), (Status::OptedOut, 1));
+    assert_eq!((calls(&twilio), calls(&vonage)), (1, 0));
+}

@@ -3,6 +3,7 @@
 
 mod caps;
 mod directory;
+mod opt_outs;
 mod providers;
 mod templates;
 mod webhooks;
@@ -31,4 +32,5 @@ pub fn routes() -> Router<AppState> {
         .route("/providers", get(providers::list_providers))
         .route("/providers/{provider}/{app}", put(providers::put_provider).delete(providers::delete_provider))
         .route("/webhooks/disabled", get(webhooks::list_disabled).delete(webhooks::enable_endpoint))
+        .route("/opt-outs", get(opt_outs::list_opt_outs).delete(opt_outs::remove_opt_out))
 }

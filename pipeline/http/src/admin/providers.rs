@@ -1,5 +1,5 @@
 //! A tenant's provider credentials (APNs keys, FCM service accounts, VAPID keys, the webhook
-//! signing secret): list (secrets
+//! signing secret, Twilio and Vonage accounts): list (secrets
 //! redacted), store, remove. Stored sealed with the server key; never shown again in full.
 
 use axum::Json;
@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::announce::changed;
 use crate::error::{Answer, ApiError};
 
-const PROVIDERS: [&str; 4] = ["apns", "fcm", "web_push", "webhook"];
+const PROVIDERS: [&str; 6] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage"];
 
 fn check_provider(provider: &str) -> Result<(), ApiError> {
     if PROVIDERS.contains(&provider) {

@@ -1,12 +1,15 @@
 //! The providers, one folder each with the same roles: `config.rs` (its settings), `request.rs`
 //! (the request it builds from a delivery), `classify.rs` (the table from its answers to sent /
 //! retry / permanent / token invalid), `tests.rs`; `mod.rs` ties them to the [`Provider`] trait.
-//! [`Providers`] is the registry the deliver stage selects from, per tenant and route, with each
-//! route's [`Gate`]: its concurrency permits, retry policy and circuit breaker.
+//! [`Providers`] is the registry the deliver stage selects from: per tenant and route, an ordered
+//! chain of [`Gate`]s (a provider with its concurrency permits, retry policy and circuit
+//! breaker), the first the one that normally sends and the others its failover.
 
 pub mod apns;
 pub mod fcm;
 pub mod log;
+pub mod twilio;
+pub mod vonage;
 pub mod web_push;
 pub mod webhook;
 
@@ -47,6 +50,9 @@ pub enum Class {
     /// Never, and the address is gone for good (APNs `Unregistered`, FCM `UNREGISTERED`, web
     /// push 410): the device is disabled.
     TokenInvalid,
+    /// Never, because the recipient asked not to be sent to on this channel (Twilio 21610: they
+    /// replied STOP): the opt-out is recorded and later deliveries are `opted_out`.
+    OptedOut,
 }
 
 /// How a provider refused a delivery.
@@ -222,11 +228,11 @@ impl Gate {
     }
 }
 
-/// Which provider serves a route: a tenant's own choice first, else the deployment's.
+/// Which providers serve a route, in order: a tenant's own chain first, else the deployment's.
 #[derive(Clone, Default)]
 pub struct Providers {
-    defaults: HashMap<Route, Arc<Gate>>,
-    tenants: HashMap<(String, Route), Arc<Gate>>,
+    defaults: HashMap<Route, Vec<Arc<Gate>>>,
+    tenants: HashMap<(String, Route), Vec<Arc<Gate>>>,
     /// Where breakers' state changes are announced.
     pub alerts: Option<Arc<dyn Alerts>>,
     /// Where devices a provider refused for good are disabled.
@@ -268,8 +274,9 @@ impl Providers {
         Providers::default()
     }
 
-    /// The deployment's providers, from configuration: `log` always; APNs, FCM, web push and
-    /// webhooks when `ports` gives them the tenants' credentials.
+    /// The deployment's providers, from configuration: `log` always; APNs, FCM, web push,
+    /// webhooks, SMS (Twilio, Vonage, in `deliver.failover` order) and voice (Twilio) when
+    /// `ports` gives them the tenants' credentials.
     pub fn from_config(config: &DeliverConfig, ports: Option<ProviderPorts>) -> Result<Self, BuildError> {
         let log = log::LogSink::from_config(&config.log)?;
         let mut providers = Providers::new().with(Route::Log, Arc::new(log), config.concurrency);
@@ -288,12 +295,36 @@ impl Providers {
                 gate.rate = c.rate_limit.map(|n| (ports.rates)(route, n));
                 gate
             };
+            let (sms_twilio, voice_twilio) = twilio::twilio(&config.twilio, &config.tls, config.send_timeout, ports.credentials.clone())?;
+            let vonage = vonage::Vonage::new(&config.vonage, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let (a, f, w, h) = (config.apns.guards(), config.fcm.guards(), config.web_push.guards(), config.webhook.guards());
+            let (t, v) = (config.twilio.guards(), config.vonage.guards());
             providers = providers
                 .with_gate(Route::Apns, gate(Route::Apns, Arc::new(apns), &a))
                 .with_gate(Route::Fcm, gate(Route::Fcm, Arc::new(fcm), &f))
                 .with_gate(Route::WebPush, gate(Route::WebPush, Arc::new(web_push), &w))
-                .with_gate(Route::Webhook, gate(Route::Webhook, Arc::new(webhook), &h));
+                .with_gate(Route::Webhook, gate(Route::Webhook, Arc::new(webhook), &h))
+                .with_gate(Route::Voice, gate(Route::Voice, Arc::new(voice_twilio), &t));
+            let sms: HashMap<&str, Arc<Gate>> = HashMap::from([
+                ("twilio", Arc::new(gate(Route::Sms, Arc::new(sms_twilio), &t))),
+                ("vonage", Arc::new(gate(Route::Sms, Arc::new(vonage), &v))),
+            ]);
+            let chain = |names: &[String], what: &str| -> Result<Vec<Arc<Gate>>, BuildError> {
+                names
+                    .iter()
+                    .map(|name| {
+                        sms.get(name.as_str()).cloned().ok_or_else(|| BuildError {
+                            provider: "sms",
+                            detail: format!("{what} names `{name}`, which is no SMS provider (twilio, vonage)"),
+                        })
+                    })
+                    .collect()
+            };
+            providers.defaults.insert(Route::Sms, chain(&config.failover.sms, "deliver.failover.sms")?);
+            for (tenant, order) in &config.failover.tenants {
+                let what = format!("deliver.failover.tenants.{tenant}.sms");
+                providers.tenants.insert((tenant.clone(), Route::Sms), chain(&order.sms, &what)?);
+            }
             providers.alerts = Some(ports.alerts);
             providers.devices = Some(ports.devices);
         }
@@ -305,21 +336,28 @@ impl Providers {
         self.with_gate(route, Gate::with_concurrency(provider, concurrency))
     }
 
-    /// Serves `route` through `gate` for every tenant without one of its own.
+    /// Serves `route` through `gate` for every tenant without a chain of its own, after the
+    /// gates already serving it (its failover).
     pub fn with_gate(mut self, route: Route, gate: Gate) -> Self {
-        self.defaults.insert(route, Arc::new(gate));
+        self.defaults.entry(route).or_default().push(Arc::new(gate));
         self
     }
 
-    /// Serves `route` for `tenant` with its own provider.
+    /// Serves `route` for `tenant` with its own provider, after any it already has.
     pub fn with_tenant(mut self, tenant: &str, route: Route, provider: Arc<dyn Provider>, concurrency: usize) -> Self {
-        self.tenants.insert((tenant.to_owned(), route), Arc::new(Gate::with_concurrency(provider, concurrency)));
+        let gate = Arc::new(Gate::with_concurrency(provider, concurrency));
+        self.tenants.entry((tenant.to_owned(), route)).or_default().push(gate);
         self
     }
 
-    /// The gate for a delivery of `tenant` on `route`.
+    /// The gates a delivery of `tenant` on `route` may go through, in the order tried.
+    pub fn chain(&self, tenant: &str, route: Route) -> &[Arc<Gate>] {
+        self.tenants.get(&(tenant.to_owned(), route)).or_else(|| self.defaults.get(&route)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The first gate for a delivery of `tenant` on `route`.
     pub fn select(&self, tenant: &str, route: Route) -> Option<&Arc<Gate>> {
-        self.tenants.get(&(tenant.to_owned(), route)).or_else(|| self.defaults.get(&route))
+        self.chain(tenant, route).first()
     }
 
     /// The routes with a default provider.
