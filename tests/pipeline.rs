@@ -201,10 +201,10 @@ async fn the_demo_starts_its_own_nats_server_when_none_is_configured() -> anyhow
     let records = std::fs::read_dir(dir.path().join("records"))?
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
         .count();
-    // Push, SMS and calls went to the sandboxes in the demo's process; their own counts, repeats
+    // Push, SMS, calls and e-mail went to the sandboxes in the demo's process; their own counts, repeats
     // included. Vonage stands by for SMS (Twilio is up), so it may have received nothing.
     let mut pushed = 0;
-    for provider in ["apns", "fcm", "web_push", "twilio", "twilio_voice", "vonage"] {
+    for provider in ["apns", "fcm", "web_push", "twilio", "twilio_voice", "vonage", "smtp"] {
         let line = stdout
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{provider} ")))

@@ -1,6 +1,6 @@
 //! `herald demo`: the whole pipeline end to end on the embedded defaults, with visible results:
 //! the `log` channel's records, push delivered to the APNs, FCM and web push sandboxes, SMS and
-//! calls to the Twilio sandbox (Vonage standing by as SMS failover).
+//! calls to the Twilio sandbox (Vonage standing by as SMS failover), e-mail to the SMTP sandbox.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn sample(i: usize) -> serde_json::Value {
         43 => serde_json::json!({
             "template": "security_alert",
             "recipients": [{ "user_id": "alice" }],
-            "channels": ["sms", "voice"],
+            "channels": ["sms", "voice", "email"],
             "data": { "device": "an unknown phone", "at": "03:12" },
             "priority": "critical",
         }),
@@ -87,7 +87,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let mut config = config.clone();
     let sandbox = crate::sandboxes::start(&mut config, scratch.path(), Duration::ZERO).await?;
-    for channel in [Channel::Push, Channel::WebPush, Channel::Sms, Channel::Voice] {
+    for channel in [Channel::Push, Channel::WebPush, Channel::Sms, Channel::Voice, Channel::Email] {
         if !config.enrich.enabled_channels.contains(&channel) {
             config.enrich.enabled_channels.push(channel);
         }
@@ -122,7 +122,9 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
             "Directory seeded with {} sample users of tenant acme (config/directory.jsonl, plus Android phones and browsers).",
             lines.len()
         );
-        println!("Tenant acme's APNs key, FCM service account, VAPID keys, Twilio and Vonage accounts generated and stored (sealed).");
+        println!(
+            "Tenant acme's APNs key, FCM service account, VAPID keys, Twilio, Vonage and SMTP accounts generated and stored (sealed)."
+        );
         for published in crate::template_files::publish_samples(store, config, "acme").await? {
             let what = if published.created { "published" } else { "unchanged" };
             println!("Template {} version {} ({what}; config/templates/{}).", published.id, published.version, published.id);

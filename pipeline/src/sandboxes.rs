@@ -53,7 +53,7 @@ pub fn credentials(accounts: &Accounts) -> anyhow::Result<Vec<Credentials>> {
 }
 
 /// Per provider, the calls the sandbox accepted and refused (repeats included).
-pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 6] {
+pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 7] {
     let received = sandbox.received();
     ProviderKind::ALL.map(|provider| {
         let theirs = received.iter().filter(|r| r.provider == provider);

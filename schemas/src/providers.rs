@@ -31,6 +31,8 @@ pub enum Credentials {
     Twilio(TwilioCredentials),
     /// Vonage SMS API: the second SMS provider, for failover.
     Vonage(VonageCredentials),
+    /// An SMTP relay for e-mail (SES, Postmark, Mailgun, the company's own).
+    Smtp(SmtpCredentials),
 }
 
 /// APNs token-based auth.
@@ -124,11 +126,56 @@ pub struct VonageCredentials {
     pub from: String,
 }
 
+/// An SMTP relay account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpCredentials {
+    pub host: String,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// AUTH user (PLAIN or LOGIN, whichever the server offers); with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub password: Option<Secret>,
+    /// The sender: `no-reply@acme.example` or `Acme <no-reply@acme.example>`. Its domain names
+    /// the messages' `Message-ID`.
+    pub from: String,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain TCP upgraded with STARTTLS, which the server must offer (submission, port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (implicit TLS, port 465).
+    Tls,
+    /// No encryption: only for a relay on a trusted network, and never with a password.
+    None,
+}
+
+impl SmtpCredentials {
+    /// The port, or the security's usual one.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
+    }
+}
+
 /// The shortest webhook secret taken: 32 characters (a random 256-bit key in base64 has 43).
 pub const MIN_WEBHOOK_SECRET: usize = 32;
 
 impl Credentials {
-    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`.
+    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`.
     pub fn provider(&self) -> &'static str {
         match self {
             Credentials::Apns(_) => "apns",
@@ -137,6 +184,7 @@ impl Credentials {
             Credentials::Webhook(_) => "webhook",
             Credentials::Twilio(_) => "twilio",
             Credentials::Vonage(_) => "vonage",
+            Credentials::Smtp(_) => "smtp",
         }
     }
 
@@ -149,6 +197,7 @@ impl Credentials {
             Credentials::Webhook(_) => &[Route::Webhook],
             Credentials::Twilio(_) => &[Route::Sms, Route::Voice],
             Credentials::Vonage(_) => &[Route::Sms],
+            Credentials::Smtp(_) => &[Route::Email],
         }
     }
 
@@ -235,6 +284,22 @@ impl Credentials {
                 }
                 Ok(())
             }
+            Credentials::Smtp(c) => {
+                if c.host.trim().is_empty() {
+                    return bad("SMTP needs the relay's `host`".into());
+                }
+                let address = c.from.rsplit_once('<').map_or(c.from.as_str(), |(_, a)| a.trim_end_matches('>'));
+                if crate::directory::check_email(address.trim()).is_err() {
+                    return bad(format!("SMTP `from` {:?} must be an address, or `Name <address>`", c.from));
+                }
+                match (&c.username, &c.password) {
+                    (Some(_), None) | (None, Some(_)) => bad("SMTP `username` and `password` go together".into()),
+                    (_, Some(_)) if c.security == SmtpSecurity::None => {
+                        bad("SMTP with a password needs `security` = `starttls` or `tls`: it would cross the network in the clear".into())
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -249,6 +314,11 @@ impl Credentials {
             Credentials::Webhook(c) => c.secret = hidden(),
             Credentials::Twilio(c) => c.auth_token = hidden(),
             Credentials::Vonage(c) => c.api_secret = hidden(),
+            Credentials::Smtp(c) => {
+                if c.password.is_some() {
+                    c.password = Some(hidden());
+                }
+            }
         }
         serde_json::to_value(copy).unwrap_or_default()
     }
@@ -258,7 +328,7 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct CredentialKey {
     pub tenant: String,
-    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio` or `vonage`.
+    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage` or `smtp`.
     pub provider: String,
     /// The app id a device names (bundle id, package name) or [`DEFAULT_APP`].
     pub app: String,
@@ -342,5 +412,26 @@ mod tests {
         assert!(vonage("Acme").validate().is_ok());
         assert!(vonage("14155550100").validate().is_ok());
         assert!(vonage("A sender id that is too long").validate().is_err());
+    }
+
+    #[test]
+    fn smtp_relays_are_checked() {
+        let relay = |security: SmtpSecurity, login: bool, from: &str| {
+            Credentials::Smtp(SmtpCredentials {
+                host: "smtp.example.com".into(),
+                port: None,
+                security,
+                username: login.then(|| "mailer".into()),
+                password: login.then(|| Secret::new("pw")),
+                from: from.into(),
+            })
+        };
+        assert!(relay(SmtpSecurity::Starttls, true, "Acme <no-reply@acme.example>").validate().is_ok());
+        assert!(relay(SmtpSecurity::None, false, "no-reply@acme.example").validate().is_ok(), "a trusted relay without a login");
+        assert!(relay(SmtpSecurity::None, true, "no-reply@acme.example").validate().is_err(), "a password in the clear");
+        assert!(relay(SmtpSecurity::Tls, true, "Acme").validate().is_err(), "no address");
+        let Credentials::Smtp(c) = relay(SmtpSecurity::Tls, true, "a@b.example") else { unreachable!() };
+        assert_eq!(c.port(), 465);
+        assert!(!relay(SmtpSecurity::Starttls, true, "a@b.example").redacted().to_string().contains(r#""pw""#));
     }
 }

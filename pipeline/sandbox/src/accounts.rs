@@ -1,5 +1,5 @@
 //! A tenant's accounts at the sandboxes in one call: an APNs team key, an FCM service account, a
-//! VAPID key pair, a Twilio account and a Vonage account generated, registered with the
+//! VAPID key pair, a Twilio account, a Vonage account and an SMTP login generated, registered with the
 //! sandboxes, and returned as the credential
 //! files Herald takes (`herald providers set <provider> <file>`, or the admin API's
 //! `PUT /v1/tenants/{t}/providers/{provider}/{app}` body). The end-to-end push tests use it.
@@ -22,6 +22,8 @@ pub struct Accounts {
     pub twilio: Value,
     /// `{api_key, api_secret, from}`.
     pub vonage: Value,
+    /// `{host, port, security, username, password, from}`: the SMTP sandbox, STARTTLS and AUTH.
+    pub smtp: Value,
     /// The APNs `<team>/<kid>` the sandbox records as the credential of what this key signed.
     pub apns_credential: String,
     /// The VAPID public key browsers subscribe with ([`Sandbox::web_push_subscribe`]).
@@ -30,8 +32,15 @@ pub struct Accounts {
 
 impl Accounts {
     /// `(provider, credentials)` pairs, in the order `herald providers set` would take them.
-    pub fn each(&self) -> [(&'static str, &Value); 5] {
-        [("apns", &self.apns), ("fcm", &self.fcm), ("web_push", &self.web_push), ("twilio", &self.twilio), ("vonage", &self.vonage)]
+    pub fn each(&self) -> [(&'static str, &Value); 6] {
+        [
+            ("apns", &self.apns),
+            ("fcm", &self.fcm),
+            ("web_push", &self.web_push),
+            ("twilio", &self.twilio),
+            ("vonage", &self.vonage),
+            ("smtp", &self.smtp),
+        ]
     }
 }
 
@@ -57,6 +66,8 @@ impl Sandbox {
         self.twilio_add_account(&account_sid, &auth_token);
         let (api_key, api_secret) = (seed[..8].to_owned(), uuid::Uuid::new_v4().simple().to_string()[..16].to_owned());
         self.vonage_add_account(&api_key, &api_secret);
+        let (smtp_user, smtp_password) = (format!("{tenant}-mailer"), uuid::Uuid::new_v4().simple().to_string());
+        self.smtp_add_account(&smtp_user, &smtp_password);
         Ok(Accounts {
             apns: json!({ "team_id": team_id, "key_id": key_id, "topic": topic, "private_key": key.private_key_pem }),
             fcm: json!({ "service_account": account.json }),
@@ -67,6 +78,14 @@ impl Sandbox {
             }),
             twilio: json!({ "account_sid": account_sid, "auth_token": auth_token, "from": "+15005550006" }),
             vonage: json!({ "api_key": api_key, "api_secret": api_secret, "from": "Herald" }),
+            smtp: json!({
+                "host": "localhost",
+                "port": self.smtp_port(),
+                "security": "starttls",
+                "username": smtp_user,
+                "password": smtp_password,
+                "from": format!("{tenant} <no-reply@{tenant}.example>"),
+            }),
             apns_credential: format!("{team_id}/{key_id}"),
             vapid_public_key: vapid.public_key,
         })

@@ -16,6 +16,7 @@ pub mod fcm;
 pub mod keys;
 pub mod record;
 mod server;
+pub mod smtp;
 mod tls;
 pub mod twilio;
 pub mod vonage;
@@ -47,6 +48,8 @@ pub struct SandboxOptions {
     pub web_push_port: u16,
     pub twilio_port: u16,
     pub vonage_port: u16,
+    /// The SMTP server's port (STARTTLS on the plain connection).
+    pub smtp_port: u16,
     /// Added to every provider answer (a real service's round trip).
     pub latency: Duration,
     /// A new provider token for a key sooner than this after the last new one: 429
@@ -69,6 +72,7 @@ impl Default for SandboxOptions {
             web_push_port: 0,
             twilio_port: 0,
             vonage_port: 0,
+            smtp_port: 0,
             latency: Duration::ZERO,
             apns_min_token_age: Duration::from_secs(20 * 60),
             apns_max_token_age: Duration::from_secs(3600),
@@ -109,8 +113,10 @@ pub struct Shared {
     twilio_callbacks: Mutex<Vec<twilio::Callback>>,
     /// Vonage API key → secret.
     vonage_accounts: Mutex<HashMap<String, String>>,
-    /// Per server: APNs, FCM, web push, Twilio, Vonage.
-    connections: [Arc<AtomicU64>; 5],
+    /// SMTP user → password (none registered: no AUTH needed).
+    smtp_accounts: Mutex<HashMap<String, String>>,
+    /// Per server: APNs, FCM, web push, Twilio, Vonage, SMTP.
+    connections: [Arc<AtomicU64>; 6],
 }
 
 /// The servers' ports.
@@ -121,6 +127,7 @@ struct Ports {
     web_push: u16,
     twilio: u16,
     vonage: u16,
+    smtp: u16,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -183,11 +190,12 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let apns_tokens = self.lock_apns().iter().map(|(kid, team)| (kid.clone(), team.tokens_accepted)).collect();
-        let connections = [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush, ProviderKind::Twilio, ProviderKind::Vonage]
-            .iter()
-            .zip(&self.connections)
-            .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
-            .collect();
+        let connections =
+            [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush, ProviderKind::Twilio, ProviderKind::Vonage, ProviderKind::Smtp]
+                .iter()
+                .zip(&self.connections)
+                .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
+                .collect();
         Stats { apns_tokens, fcm_tokens_issued: self.fcm_tokens_issued.load(Ordering::Relaxed), connections }
     }
 
@@ -199,6 +207,7 @@ impl Shared {
             ProviderKind::WebPush => web_push::standard_answers(),
             ProviderKind::Twilio | ProviderKind::TwilioVoice => twilio::standard_answers(),
             ProviderKind::Vonage => vonage::standard_answers(),
+            ProviderKind::Smtp => smtp::standard_answers(),
         };
         lock(&self.faults).get_mut(&provider)?.decide(target, &unavailable, &internal, &throttled)
     }
@@ -247,12 +256,14 @@ impl Sandbox {
         let bind = |port: u16| TcpListener::bind(SocketAddr::new(options.bind, port));
         let (apns, fcm, web) = (bind(options.apns_port).await?, bind(options.fcm_port).await?, bind(options.web_push_port).await?);
         let (twilio, vonage) = (bind(options.twilio_port).await?, bind(options.vonage_port).await?);
+        let smtp = bind(options.smtp_port).await?;
         let ports = Ports {
             apns: apns.local_addr()?.port(),
             fcm: fcm.local_addr()?.port(),
             web_push: web.local_addr()?.port(),
             twilio: twilio.local_addr()?.port(),
             vonage: vonage.local_addr()?.port(),
+            smtp: smtp.local_addr()?.port(),
         };
         let shared = Arc::new(Shared {
             options,
@@ -269,6 +280,7 @@ impl Sandbox {
             call_outcomes: Mutex::default(),
             twilio_callbacks: Mutex::default(),
             vonage_accounts: Mutex::default(),
+            smtp_accounts: Mutex::default(),
             connections: Default::default(),
         });
         let h2_only = certificates.server_config(&[b"h2"])?;
@@ -288,6 +300,7 @@ impl Sandbox {
                         ProviderKind::WebPush => web_push::push(shared, call).await,
                         ProviderKind::Twilio | ProviderKind::TwilioVoice => twilio::handle(shared, call).await,
                         ProviderKind::Vonage => vonage::handle(shared, call).await,
+                        ProviderKind::Smtp => server::empty(404),
                     }
                 })
             })
@@ -298,6 +311,7 @@ impl Sandbox {
             tokio::spawn(server::serve(web, both.clone(), false, route(ProviderKind::WebPush), shared.connections[2].clone())),
             tokio::spawn(server::serve(twilio, both.clone(), false, route(ProviderKind::Twilio), shared.connections[3].clone())),
             tokio::spawn(server::serve(vonage, both, false, route(ProviderKind::Vonage), shared.connections[4].clone())),
+            tokio::spawn(smtp::serve(smtp, shared.clone(), certificates.server_config(&[])?, shared.connections[5].clone())),
         ];
         Ok(Sandbox { shared, certificates, _tasks: Arc::new(Tasks(tasks)) })
     }
@@ -318,6 +332,16 @@ impl Sandbox {
     /// Vonage's REST base (in place of `https://rest.nexmo.com`).
     pub fn vonage_url(&self) -> String {
         format!("https://localhost:{}", lock(&self.shared.ports).vonage)
+    }
+
+    /// The SMTP server's port on `localhost` (STARTTLS with the sandbox's certificate).
+    pub fn smtp_port(&self) -> u16 {
+        lock(&self.shared.ports).smtp
+    }
+
+    /// Requires AUTH, and accepts this user and password.
+    pub fn smtp_add_account(&self, user: &str, password: &str) {
+        lock(&self.shared.smtp_accounts).insert(user.into(), password.into());
     }
 
     /// Accepts Basic auth with this Twilio account SID and auth token.

@@ -19,6 +19,8 @@ pub enum ProviderKind {
     TwilioVoice,
     /// Vonage's SMS API.
     Vonage,
+    /// The SMTP server: one record per recipient of a message.
+    Smtp,
 }
 
 impl ProviderKind {
@@ -30,17 +32,19 @@ impl ProviderKind {
             ProviderKind::Twilio => "twilio",
             ProviderKind::TwilioVoice => "twilio_voice",
             ProviderKind::Vonage => "vonage",
+            ProviderKind::Smtp => "smtp",
         }
     }
 
     /// Every service, in a stable order.
-    pub const ALL: [ProviderKind; 6] = [
+    pub const ALL: [ProviderKind; 7] = [
         ProviderKind::Apns,
         ProviderKind::Fcm,
         ProviderKind::WebPush,
         ProviderKind::Twilio,
         ProviderKind::TwilioVoice,
         ProviderKind::Vonage,
+        ProviderKind::Smtp,
     ];
 }
 
@@ -68,7 +72,8 @@ pub struct Received {
     /// The id the sandbox answered with (`apns-id`, FCM `name`, web push `Location`).
     pub message_id: Option<String>,
     /// Web push: the request body as sent (base64url, the aes128gcm ciphertext), so a test can
-    /// decrypt it with the subscriber's keys itself. `None` for the other providers.
+    /// decrypt it with the subscriber's keys itself. SMTP: the raw message as received. `None`
+    /// for the other providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
 }

@@ -22,7 +22,7 @@ use crate::app;
 pub struct SandboxArgs {
     /// Where to write the CA, the credential files, a browser subscription and the config file
     /// (`ca.pem`, `apns.json`, `fcm.json`, `web_push.json`, `twilio.json`, `vonage.json`,
-    /// `subscription.json`, `herald.toml`, and `sandbox.json` with the URLs, written last).
+    /// `smtp.json`, `subscription.json`, `herald.toml`, and `sandbox.json` with the URLs, written last).
     #[arg(long, default_value = "data/sandbox")]
     dir: PathBuf,
     /// The tenant whose accounts are generated (the credential files are its).
@@ -50,6 +50,9 @@ pub struct SandboxArgs {
     /// The Vonage SMS sandbox's port; 0: any free port.
     #[arg(long, default_value_t = 47447)]
     vonage_port: u16,
+    /// The SMTP server's port (STARTTLS, AUTH); 0: any free port.
+    #[arg(long, default_value_t = 47525)]
+    smtp_port: u16,
     /// Added to every answer, as a real service's round trip (e.g. `5ms`).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -64,6 +67,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         web_push_port: args.web_push_port,
         twilio_port: args.twilio_port,
         vonage_port: args.vonage_port,
+        smtp_port: args.smtp_port,
         latency: args.latency,
         ..SandboxOptions::default()
     };
@@ -81,6 +85,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     println!("  web push  {}", sandbox.web_push_origin());
     println!("  Twilio    {}  (SMS and calls; number +15005550006)", sandbox.twilio_url());
     println!("  Vonage    {}  (SMS)", sandbox.vonage_url());
+    println!("  SMTP      localhost:{}  (STARTTLS, AUTH; messages kept whole)", sandbox.smtp_port());
     println!("\nWritten to {}:", args.dir.display());
     for (file, what) in &written {
         println!("  {:<18} {what}", file);
@@ -89,7 +94,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let tenant = &args.tenant;
     println!("\nPoint Herald at them and give it the credentials:");
     println!("  herald --config {dir}/herald.toml up");
-    for provider in ["apns", "fcm", "web_push", "twilio", "vonage"] {
+    for provider in ["apns", "fcm", "web_push", "twilio", "vonage", "smtp"] {
         println!("  herald --config {dir}/herald.toml providers set {provider} {dir}/{provider}.json --tenant {tenant}");
     }
     println!("\nEach server also answers the control API (trust {dir}/ca.pem):");
@@ -155,8 +160,9 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
         ("web_push.json", "its VAPID key pair, for `herald providers set web_push`"),
         ("twilio.json", "its Twilio account (SMS and calls), for `herald providers set twilio`"),
         ("vonage.json", "its Vonage account (SMS failover), for `herald providers set vonage`"),
+        ("smtp.json", "its SMTP relay login (STARTTLS, AUTH), for `herald providers set smtp`"),
         ("subscription.json", "a browser subscribed with that VAPID key: `herald directory device put <user> browser --file …`"),
-        ("herald.toml", "a config file that points Herald at the sandboxes (push, web push, SMS and voice enabled)"),
+        ("herald.toml", "a config file that points Herald at the sandboxes (push, web push, SMS, voice and e-mail enabled)"),
         ("sandbox.json", "the URLs, for scripts"),
     ])
 }
@@ -167,7 +173,7 @@ fn config_file(sandbox: &Sandbox, ca: &Path) -> String {
         r#"# Written by `herald sandbox`: Herald's defaults, delivering push, SMS and calls to the local
 # sandboxes.
 [enrich]
-enabled_channels = ["log", "push", "web_push", "sms", "voice"]
+enabled_channels = ["log", "push", "web_push", "sms", "voice", "email"]
 default_channels = ["push", "web_push"]
 
 [deliver.tls]

@@ -10,6 +10,7 @@ use crate::http::TlsConfig;
 use crate::providers::apns::ApnsConfig;
 use crate::providers::fcm::FcmConfig;
 use crate::providers::log::LogConfig;
+use crate::providers::smtp::SmtpConfig;
 use crate::providers::twilio::TwilioConfig;
 use crate::providers::vonage::VonageConfig;
 use crate::providers::web_push::WebPushConfig;
@@ -44,6 +45,8 @@ pub struct DeliverConfig {
     pub twilio: TwilioConfig,
     /// Vonage: SMS.
     pub vonage: VonageConfig,
+    /// E-mail through each tenant's SMTP relay.
+    pub smtp: SmtpConfig,
     /// The order SMS providers are tried in, for every tenant and per tenant.
     pub failover: Failover,
 }
@@ -87,6 +90,7 @@ impl Default for DeliverConfig {
             webhook: WebhookConfig::default(),
             twilio: TwilioConfig::default(),
             vonage: VonageConfig::default(),
+            smtp: SmtpConfig::default(),
             failover: Failover::default(),
         }
     }

@@ -1,5 +1,5 @@
 //! A tenant's provider credentials (APNs keys, FCM service accounts, VAPID keys, the webhook
-//! signing secret, Twilio and Vonage accounts): list (secrets
+//! signing secret, Twilio and Vonage accounts, SMTP relays): list (secrets
 //! redacted), store, remove. Stored sealed with the server key; never shown again in full.
 
 use axum::Json;
@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::announce::changed;
 use crate::error::{Answer, ApiError};
 
-const PROVIDERS: [&str; 6] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage"];
+const PROVIDERS: [&str; 7] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage", "smtp"];
 
 fn check_provider(provider: &str) -> Result<(), ApiError> {
     if PROVIDERS.contains(&provider) {

@@ -8,6 +8,7 @@
 pub mod apns;
 pub mod fcm;
 pub mod log;
+pub mod smtp;
 pub mod twilio;
 pub mod vonage;
 pub mod web_push;
@@ -275,7 +276,8 @@ impl Providers {
     }
 
     /// The deployment's providers, from configuration: `log` always; APNs, FCM, web push,
-    /// webhooks, SMS (Twilio, Vonage, in `deliver.failover` order) and voice (Twilio) when
+    /// webhooks, SMS (Twilio, Vonage, in `deliver.failover` order), voice (Twilio) and e-mail
+    /// (SMTP) when
     /// `ports` gives them the tenants' credentials.
     pub fn from_config(config: &DeliverConfig, ports: Option<ProviderPorts>) -> Result<Self, BuildError> {
         let log = log::LogSink::from_config(&config.log)?;
@@ -299,12 +301,14 @@ impl Providers {
             let vonage = vonage::Vonage::new(&config.vonage, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let (a, f, w, h) = (config.apns.guards(), config.fcm.guards(), config.web_push.guards(), config.webhook.guards());
             let (t, v) = (config.twilio.guards(), config.vonage.guards());
+            let smtp = smtp::Smtp::new(&config.smtp, &config.tls, config.send_timeout, ports.credentials.clone())?;
             providers = providers
                 .with_gate(Route::Apns, gate(Route::Apns, Arc::new(apns), &a))
                 .with_gate(Route::Fcm, gate(Route::Fcm, Arc::new(fcm), &f))
                 .with_gate(Route::WebPush, gate(Route::WebPush, Arc::new(web_push), &w))
                 .with_gate(Route::Webhook, gate(Route::Webhook, Arc::new(webhook), &h))
-                .with_gate(Route::Voice, gate(Route::Voice, Arc::new(voice_twilio), &t));
+                .with_gate(Route::Voice, gate(Route::Voice, Arc::new(voice_twilio), &t))
+                .with_gate(Route::Email, gate(Route::Email, Arc::new(smtp), &config.smtp.guards()));
             let sms: HashMap<&str, Arc<Gate>> = HashMap::from([
                 ("twilio", Arc::new(gate(Route::Sms, Arc::new(sms_twilio), &t))),
                 ("vonage", Arc::new(gate(Route::Sms, Arc::new(vonage), &v))),
