@@ -228,14 +228,9 @@ where
 
     fn opt_out(&self, request: herald_deliver::ports::OptOutRequest) -> PortFuture<'_, bool> {
         Box::pin(async move {
-            let r = &request;
-            let new = self
-                .store
-                .record_opt_out(&r.tenant, r.channel, &r.address, r.user.as_deref(), &r.provider, &r.reason, r.at)
-                .await
-                .map_err(|e| e.into_port("store"))?;
-            if let Some(user) = &r.user {
-                (self.announce)(r.tenant.clone(), user.clone()).await;
+            let new = self.store.record_opt_out(&request).await.map_err(|e| e.into_port("store"))?;
+            if let Some(user) = &request.user {
+                (self.announce)(request.tenant.clone(), user.clone()).await;
             }
             Ok(new)
         })

@@ -3,8 +3,9 @@
 //! the channel off as well, so enrich stops planning it. The admin API lists and removes them
 //! (a recipient who texts START again).
 
+use herald_deliver::ports::OptOutRequest;
+use herald_schemas::Channel;
 use herald_schemas::directory::check_tenant;
-use herald_schemas::{Channel, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -25,19 +26,11 @@ pub struct OptOut {
 }
 
 impl Store {
-    /// Records that `address` opted out of `channel`; with `user`, turns the channel off in
-    /// their preferences. Returns whether the opt-out is new.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_opt_out(
-        &self,
-        tenant: &str,
-        channel: Channel,
-        address: &str,
-        user: Option<&str>,
-        provider: &str,
-        reason: &str,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
+    /// Records that the request's address opted out of its channel; with a user, turns the
+    /// channel off in their preferences. Returns whether the opt-out is new.
+    pub async fn record_opt_out(&self, request: &OptOutRequest) -> Result<bool, StoreError> {
+        let OptOutRequest { tenant, user, channel, address, provider, reason, at } = request;
+        let (channel, user) = (*channel, user.as_deref());
         let new = self.opt_out(tenant, channel, address).await?.is_none();
         if new {
             let sql = "UPSERT type::record('opt_out', [$t, $c, $a]) CONTENT { tenant: $t, channel: $c, address: $a, user: $u, provider: $p, reason: $r, at: $at }";
