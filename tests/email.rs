@@ -162,3 +162,143 @@ async fn herald_up_sends_each_email_once_through_the_tenants_relay() -> anyhow::
     assert!(refused >= 1, "the 451 was answered and retried");
     Ok(())
 }
+
+/// Bytes that do not compress and are the same on every run.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(b"herald attachment");
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The attachments of a raw message, by file name, decoded by an independent MIME parser.
+fn attachments_of(raw: &str) -> Vec<(String, Vec<u8>)> {
+    use mail_parser::MimeHeaders as _;
+    let message = mail_parser::MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
+    message.attachments().map(|a| (a.attachment_name().unwrap_or_default().to_owned(), a.contents().to_vec())).collect()
+}
+
+/// Watches every message on the server (requests, stage hops, KV writes, events, acks, and
+/// consumers' deliveries, keyed by their stream) and records the largest payload per subject.
+async fn watch_sizes(url: &str) -> anyhow::Result<Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>> {
+    let client = async_nats::connect(url).await?;
+    let mut all = client.subscribe(">").await?;
+    client.flush().await?;
+    let sizes = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let record = sizes.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(message) = futures::StreamExt::next(&mut all).await {
+            let size = message.payload.len();
+            // A consumer's delivery goes to an inbox; its ack subject names the stream.
+            let key = match message.reply.as_deref().and_then(|r| r.strip_prefix("$JS.ACK.")) {
+                Some(ack) => format!("{} delivery", ack.split('.').next().unwrap_or_default()),
+                None => message.subject.to_string(),
+            };
+            let mut sizes = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = sizes.entry(key).or_default();
+            *entry = (*entry).max(size);
+        }
+    });
+    Ok(sizes)
+}
+
+#[tokio::test]
+async fn a_10_mb_attachment_arrives_intact_while_no_nats_message_exceeds_64_kib() -> anyhow::Result<()> {
+    const LIMIT: usize = 64 * 1024;
+    let (sandbox, ca_file, _ca) = herald_tests::sandbox_with_ca(SandboxOptions::default()).await?;
+    let extra_config = format!(
+        "\n[enrich]\nenabled_channels = [\"email\"]\ndefault_channels = [\"email\"]\n\n[deliver.tls]\nextra_ca_file = \"{}\"\n",
+        ca_file.display()
+    );
+    let env = TestEnv::with(Options { extra_config, ..Options::default() }).await?;
+    std::fs::write(env.dir.path().join("users.jsonl"), format!("{}\n", json!({ "id": "ada", "email": "ada@example.com" })))?;
+    env.import(&env.dir.path().join("users.jsonl"), true).await?;
+    let dir = env.dir.path().join("templates/report");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("template.toml"), "description = \"A report.\"\n\n[email]\nsubject = \"Your report\"\ntext = \"Attached.\"\n")?;
+    env.run(&["templates", "push", &env.dir.path().join("templates").to_string_lossy(), "--offline"]).await?;
+    // The sweep runs every second; a file lives 15 s.
+    let retention = [("HERALD__ATTACHMENTS__RETENTION", "15s"), ("HERALD__ATTACHMENTS__SWEEP_EVERY", "1s")];
+    let _up = env.spawn_with_env("up", &["up"], &retention)?;
+    env.wait_for_api().await?;
+    let accounts = sandbox.accounts("acme", "com.example.acme")?;
+    let (status, answer) = env.api(Method::PUT, "/providers/smtp/default", Some(accounts.smtp.clone())).await?;
+    ensure!(status == 200, "PUT smtp: {status} {answer}");
+
+    // The producer uploads 10 MB (streamed through the admin API), then names it by key.
+    let big = pseudo_random(10 * 1024 * 1024);
+    let file = env.dir.path().join("q3-report.bin");
+    std::fs::write(&file, &big)?;
+    let sizes = watch_sizes(env.server.url()).await?;
+    let uploaded = env.run(&["attachments", "put", &file.to_string_lossy(), "--key", "reports/q3.bin"]).await?;
+    assert!(uploaded.contains(&sha256_hex(&big)), "the upload reports the file's SHA-256: {uploaded}");
+    let stored_at = env.dir.path().join("data/attachments/acme/reports/q3.bin");
+    assert_eq!(std::fs::metadata(&stored_at)?.len(), big.len() as u64, "stored under data/attachments/<tenant>/<key>");
+    env.run(&["send", "--template", "report", "--to", "ada", "--attach", "reports/q3.bin=q3-report.bin"]).await?;
+    env.wait_for_events("acme", Status::Sent, 1, PATIENCE).await?;
+    let accepted = sandbox.accepted(ProviderKind::Smtp);
+    assert_eq!(accepted.len(), 1, "one message");
+    let files = attachments_of(accepted[0].body.as_deref().unwrap_or_default());
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].0, "q3-report.bin");
+    assert_eq!(files[0].1.len(), big.len());
+    assert_eq!(sha256_hex(&files[0].1), sha256_hex(&big), "the attachment arrived intact");
+    env.wait_idle(PATIENCE).await?;
+    {
+        let sizes = sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(sizes.keys().any(|s| s.contains(".stage.deliver.email.")), "the watch saw the deliver hop: {:?}", sizes.keys());
+        let over: Vec<_> = sizes.iter().filter(|(_, n)| **n > LIMIT).collect();
+        assert!(over.is_empty(), "NATS messages over 64 KiB: {over:?}");
+    }
+
+    // Inline over `inline_max`: ingest moves it to the store; only the request itself is large.
+    sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    let inline = pseudo_random(150 * 1024);
+    let content = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &inline);
+    let request = json!({ "template": "report", "recipients": [{ "user_id": "ada" }],
+        "attachments": [{ "filename": "inline.bin", "content": content }] });
+    env.publish("acme", request.to_string()).await?;
+    let events = env.wait_for_events("acme", Status::Sent, 2, PATIENCE).await?;
+    let sent: Vec<_> = events.iter().filter(|e| e.status == Status::Sent).collect();
+    let notification = sent[1].notification_id.unwrap_or_default();
+    let stored = env.dir.path().join(format!("data/attachments/acme/inline/{notification}/0"));
+    assert_eq!(std::fs::read(&stored)?, inline, "ingest stored the inline file under its notification");
+    let accepted = sandbox.accepted(ProviderKind::Smtp);
+    let files = attachments_of(accepted[1].body.as_deref().unwrap_or_default());
+    assert_eq!((files[0].0.as_str(), sha256_hex(&files[0].1)), ("inline.bin", sha256_hex(&inline)));
+    env.wait_idle(PATIENCE).await?;
+    {
+        let sizes = sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let over: Vec<_> = sizes.iter().filter(|(_, n)| **n > LIMIT).map(|(s, _)| s.clone()).collect();
+        assert!(
+            over.iter().all(|s| s == "herald.requests.acme" || s == "HERALD_REQUESTS delivery"),
+            "only the producer's request (published, and delivered to ingest) is over 64 KiB: {over:?}"
+        );
+    }
+
+    // After its retention the sweep deletes the file; a delivery naming it then fails, clearly.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while stored_at.exists() {
+        ensure!(Instant::now() < deadline, "the sweep did not delete {} after its retention", stored_at.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.run(&["send", "--template", "report", "--to", "ada", "--attach", "reports/q3.bin"]).await?;
+    let events = env.wait_for_events("acme", Status::Failed, 1, PATIENCE).await?;
+    let failed: Vec<_> = events.iter().filter(|e| e.status == Status::Failed).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason.as_deref(), Some("attachment_missing"), "{:?}", failed[0]);
+    assert!(failed[0].detail.as_deref().unwrap_or_default().contains("reports/q3.bin"), "{:?}", failed[0].detail);
+    assert_eq!(sandbox.received().iter().filter(|r| r.provider == ProviderKind::Smtp).count(), 2, "no call for the missing file");
+    Ok(())
+}

@@ -63,7 +63,7 @@ impl Report {
     }
 }
 
-/// Creates or updates every stream, consumer, bucket and object store of the topology.
+/// Creates or updates every stream, consumer and bucket of the topology.
 pub async fn provision(js: &jetstream::Context, topology: &Topology) -> Result<Report, Error> {
     let mut report = Report::default();
     for config in topology.streams() {
@@ -84,17 +84,6 @@ pub async fn provision(js: &jetstream::Context, topology: &Topology) -> Result<R
             }
         };
         report.changes.push(Change { kind: "kv", name, action });
-    }
-    for config in topology.object_stores() {
-        let name = config.bucket.clone();
-        let action = match js.get_object_store(&name).await {
-            Ok(_) => Action::Unchanged,
-            Err(_) => {
-                js.create_object_store(config).await.map_err(|e| Error::provision(format!("object store {name}"), e))?;
-                Action::Created
-            }
-        };
-        report.changes.push(Change { kind: "object store", name, action });
     }
     for (stream_name, config) in topology.consumers() {
         let name = config.durable_name.clone().unwrap_or_default();

@@ -1,5 +1,6 @@
-//! The NATS topology, declared once: every stream, durable consumer, KV bucket and object store
-//! Herald uses, and the subject of every hop.
+//! The NATS topology, declared once: every stream, durable consumer and KV bucket Herald uses,
+//! and the subject of every hop. Attachments are not here: they live in the attachment store
+//! (OpenDAL: a directory or an S3 bucket), so no file ever rides a NATS message.
 //!
 //! Streams are file-backed with limits retention and a max age, so operators can replay a range.
 //! Each stage reads one stream through durable pull consumers shared by all its replicas:
@@ -18,7 +19,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{consumer, kv, object_store, stream};
+use async_nats::jetstream::{consumer, kv, stream};
 use herald_schemas::{Priority, Route};
 use herald_stage::Hop;
 use serde::{Deserialize, Serialize};
@@ -390,11 +391,6 @@ impl Topology {
         format!("{}-dedupe", self.config.prefix)
     }
 
-    /// The object store of large attachments.
-    pub fn attachments_bucket(&self) -> String {
-        format!("{}-attachments", self.config.prefix)
-    }
-
     /// The KV bucket of providers' send-rate counters (`rate.<route>.<second>`), kept a minute.
     pub fn rates_bucket(&self) -> String {
         format!("{}-rates", self.config.prefix)
@@ -415,17 +411,6 @@ impl Topology {
             bucket(self.dedupe_bucket(), "Delivery claims and sent markers", self.config.dedupe_ttl),
             bucket(self.rates_bucket(), "Providers' shared send rates, per route and second", Duration::from_secs(60)),
         ]
-    }
-
-    pub fn object_stores(&self) -> Vec<object_store::Config> {
-        vec![object_store::Config {
-            bucket: self.attachments_bucket(),
-            description: Some("Large attachments, referenced from notifications".into()),
-            max_age: self.config.max_age,
-            storage: stream::StorageType::File,
-            num_replicas: self.config.replicas,
-            ..Default::default()
-        }]
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use herald_attachments::Attachments;
 use herald_dedupe::Dedupe;
 use herald_deliver::rate::{SendRate, SharedRate};
 use herald_deliver::{Deliver, ProviderPorts, Providers};
@@ -102,6 +103,8 @@ pub async fn connect(config: &Config, embedded_allowed: bool) -> anyhow::Result<
 pub struct Resources {
     /// The directory and templates, when a stage of this process needs them.
     pub store: Option<Store>,
+    /// The attachment store, for ingest (the claim check) and deliver (e-mail attachments).
+    pub attachments: Option<Attachments>,
 }
 
 impl Resources {
@@ -109,7 +112,12 @@ impl Resources {
     pub async fn load(config: &Config, which: &[StageKind], routes: Option<&[Route]>) -> anyhow::Result<Self> {
         let routes = deliver_routes(config, routes);
         let store = if which.iter().any(|k| k.needs_store(&routes)) { Some(Store::open(&config.store).await?) } else { None };
-        Ok(Resources { store })
+        let attachments = if which.iter().any(|k| matches!(k, StageKind::Ingest | StageKind::Deliver)) {
+            Some(Attachments::open(&config.attachments)?)
+        } else {
+            None
+        };
+        Ok(Resources { store, attachments })
     }
 }
 
@@ -228,6 +236,7 @@ pub async fn start(
                 devices: Arc::new(StoreDevices { store: store.clone(), announce }),
                 alerts: Arc::new(nats.alerts()),
                 rates: Arc::new(rates),
+                attachments: resources.attachments.clone(),
             })
         }
         _ => None,
@@ -245,20 +254,21 @@ pub async fn start(
         (nats, &[Priority::Normal, Priority::Low][..], &bulk_runtime),
         (&urgent, &[Priority::Critical, Priority::High][..], urgent_runtime.handle()),
     ];
+    // Whoever runs ingest (which writes attachments) deletes them after their retention.
+    if let Some(attachments) = resources.attachments.clone().filter(|_| which.contains(&StageKind::Ingest)) {
+        tokio::spawn(sweep_attachments(attachments, cancel.clone()));
+    }
     for (nats, lanes, runtime) in connections {
         for kind in which {
             match kind {
                 StageKind::Ingest => {
                     // The front door: requests, and producers' cancels.
                     let kv = nats.kv(&topology.idempotency_bucket()).await?;
-                    spawn(
-                        &mut running,
-                        (nats, lanes, runtime),
-                        config,
-                        Ingest::new(kv).with_schedule_horizon(config.schedule_horizon()),
-                        None,
-                        cancel,
-                    );
+                    let mut ingest = Ingest::new(kv).with_schedule_horizon(config.schedule_horizon());
+                    if let Some(attachments) = &resources.attachments {
+                        ingest = ingest.with_attachments(attachments.clone());
+                    }
+                    spawn(&mut running, (nats, lanes, runtime), config, ingest, None, cancel);
                     let markers = nats.kv(&topology.dedupe_bucket()).await?;
                     spawn(&mut running, (nats, lanes, runtime), config, Cancel::new(markers, nats.scheduler()), None, cancel);
                 }
@@ -399,5 +409,22 @@ pub async fn wait_idle(nats: &Nats, patience: std::time::Duration) -> anyhow::Re
             return Ok(false);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes the attachments past `attachments.retention`, every `attachments.sweep_every`,
+/// until `cancel` fires. Replicas sweeping at once delete the same files: harmless.
+async fn sweep_attachments(attachments: Attachments, cancel: CancellationToken) {
+    let every = attachments.config().sweep_every.max(std::time::Duration::from_secs(1));
+    loop {
+        match attachments.sweep(jiff::Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, "Deleted attachments past attachments.retention."),
+            Err(error) => warn!(%error, "Could not sweep the attachment store; trying again in attachments.sweep_every."),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }

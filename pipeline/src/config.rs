@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use herald_attachments::AttachmentsConfig;
 use herald_deliver::DeliverConfig;
 use herald_enrich::EnrichConfig;
 use herald_http::ApiConfig;
@@ -30,6 +31,7 @@ pub struct Config {
     pub enrich: EnrichConfig,
     pub deliver: DeliverConfig,
     pub throttle: ThrottleConfig,
+    pub attachments: AttachmentsConfig,
 }
 
 /// Where NATS is.

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use herald_schemas::{Channel, Route};
 
 use herald::app::StageKind;
-use herald::cli::{caps, directory, events, opt_outs, providers, sandbox, send, serve, templates, webhooks};
+use herald::cli::{attachments, caps, directory, events, opt_outs, providers, sandbox, send, serve, templates, webhooks};
 use herald::{bench, config, demo};
 
 /// Every message allocates its buffers and JSON; mimalloc keeps that off the profile.
@@ -32,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every stage in this process. Provisions the topology first; when no NATS URL is
@@ -66,7 +68,7 @@ enum Command {
     /// and preview with sample data.
     Templates(templates::TemplatesArgs),
 
-    /// Create or update every stream, consumer, KV bucket and object store, and report drift.
+    /// Create or update every stream, consumer and KV bucket, and report drift.
     /// Safe to run any number of times.
     Provision,
 
@@ -93,6 +95,10 @@ enum Command {
     /// A tenant's recorded opt-outs (recipients who replied STOP to an SMS) through the admin
     /// API: list them, remove one when the recipient opts back in.
     OptOuts(opt_outs::OptOutsArgs),
+
+    /// A tenant's attachment store through the admin API: upload a file (streamed, with
+    /// progress) to attach by its key, or delete one before its retention ends.
+    Attachments(attachments::AttachmentsArgs),
 
     /// Run the APNs, FCM, web push, Twilio and Vonage sandboxes (local servers speaking the real
     /// protocols over TLS) and write what Herald needs to use them: the CA, a tenant's credential files, a
@@ -201,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Webhooks(args) => webhooks::run(&config, args).await,
         Command::OptOuts(args) => opt_outs::run(&config, args).await,
+        Command::Attachments(args) => attachments::run(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }

@@ -61,6 +61,10 @@ pub struct Delivery {
     /// Rendered message parts (e.g. `title`, `body`, `subject`, `html`, `text`), set by render.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// For `email`: the notification's attachments, by reference to the attachment store (or
+    /// small ones inline); deliver reads each from the store as it sends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::Attachment>,
     /// The notification's `send_at`, when it was a scheduled send (a cancel can still stop it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<Timestamp>,

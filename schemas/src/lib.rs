@@ -33,7 +33,7 @@ pub use event::{Status, TrackEvent};
 pub use fanout::FanoutPage;
 pub use notification::{CancelRequest, Notification};
 pub use providers::{CredentialKey, Credentials};
-pub use request::{NotificationRequest, Priority, Recipient, ValidationError, parse_duration};
+pub use request::{Attachment, NotificationRequest, Priority, Recipient, ValidationError, parse_duration};
 pub use schema::{SchemaFile, schema_files};
 pub use secret::Secret;
 pub use template::{TemplateSpec, TemplateVersion};

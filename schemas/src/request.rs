@@ -13,6 +13,10 @@ pub mod limits {
     pub const MAX_RECIPIENTS: usize = 1_000;
     /// Longest template id, idempotency key or category.
     pub const MAX_NAME_LEN: usize = 128;
+    /// Most attachments one request may carry.
+    pub const MAX_ATTACHMENTS: usize = 10;
+    /// Longest attachment file name or reference.
+    pub const MAX_ATTACHMENT_NAME_LEN: usize = 255;
 }
 
 /// "Notify these recipients about this": the public request, version 1.
@@ -62,6 +66,66 @@ pub struct NotificationRequest {
     /// Producer's own values, carried through to every tracking event's notification.
     #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
     pub metadata: JsonObject,
+    /// Files to attach to the e-mails of this notification (other channels ignore them), each
+    /// by reference to the attachment store or inline. Ingest moves inline ones into the store
+    /// when together they exceed `attachments.inline_max`, so only references travel on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to a notification's e-mails. Exactly one of `ref` and `content` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The file name the recipient sees, e.g. `invoice-42.pdf`.
+    pub filename: String,
+    /// Its media type; guessed from the file name's extension when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// A key in the tenant's attachment store (uploaded with `PUT
+    /// /v1/tenants/{tenant}/attachments/{key}` or `herald attachments put`): letters, digits and
+    /// `._-/`, no `..`.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The file itself, base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Its size in bytes, when known (ingest records it for the files it stores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl Attachment {
+    /// Checks the file name, the reference and that exactly one of `ref` and `content` is set.
+    pub fn validate(&self, index: usize) -> Result<(), ValidationError> {
+        let bad = |detail: String| ValidationError::new("invalid_attachment", format!("attachments[{index}]: {detail}"));
+        let name = &self.filename;
+        if name.trim().is_empty() || name.len() > limits::MAX_ATTACHMENT_NAME_LEN {
+            return Err(bad(format!("`filename` must be 1 to {} bytes", limits::MAX_ATTACHMENT_NAME_LEN)));
+        }
+        if name.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+            return Err(bad(format!("`filename` {name:?} must be a plain file name, without path separators or control characters")));
+        }
+        match (&self.reference, &self.content) {
+            (Some(key), None) => check_attachment_key(key).map_err(bad),
+            (None, Some(_)) => Ok(()),
+            _ => Err(bad("set exactly one of `ref` (a key in the attachment store) and `content` (base64)".into())),
+        }
+    }
+}
+
+/// Whether `key` is a valid attachment-store key: 1 to 255 bytes of letters, digits and `._-/`,
+/// not starting with `/`, no empty or `.`/`..` segment.
+pub fn check_attachment_key(key: &str) -> Result<(), String> {
+    let ok_chars = key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+    let ok_segments = key.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+    if key.is_empty() || key.len() > limits::MAX_ATTACHMENT_NAME_LEN || !ok_chars || !ok_segments {
+        return Err(format!(
+            "`ref` {key:?} is not an attachment key: use 1 to {} bytes of letters, digits and `._-/`, with no empty, `.` or `..` segment",
+            limits::MAX_ATTACHMENT_NAME_LEN
+        ));
+    }
+    Ok(())
 }
 
 /// One addressee of a request. Exactly one field is set.
@@ -243,6 +307,15 @@ impl NotificationRequest {
         {
             return Err(ValidationError::new("no_channels", "`channels` is empty; omit it to use the default channels"));
         }
+        if self.attachments.len() > limits::MAX_ATTACHMENTS {
+            return Err(ValidationError::new(
+                "invalid_attachment",
+                format!("{} attachments is over the limit of {}", self.attachments.len(), limits::MAX_ATTACHMENTS),
+            ));
+        }
+        for (i, attachment) in self.attachments.iter().enumerate() {
+            attachment.validate(i)?;
+        }
         if let (Some(send_at), Some(expires_at)) = (self.send_at, self.expires_at)
             && expires_at <= send_at
         {
@@ -335,6 +408,18 @@ mod tests {
         );
         let many = (0..=limits::MAX_RECIPIENTS).map(|i| format!(r#"{{"user_id":"u{i}"}}"#)).collect::<Vec<_>>().join(",");
         check(&format!(r#"{{"template":"t","recipients":[{many}]}}"#), Some("too_many_recipients"));
+        let with = |attachment: &str| format!(r#"{{"template":"t","recipients":[{{"user_id":"a"}}],"attachments":[{attachment}]}}"#);
+        check(&with(r#"{"filename":"a.pdf","ref":"invoices/2026/42.pdf"}"#), None);
+        check(&with(r#"{"filename":"a.txt","content":"aGk=","content_type":"text/plain"}"#), None);
+        check(&with(r#"{"filename":"a.pdf"}"#), Some("invalid_attachment"));
+        check(&with(r#"{"filename":"a.pdf","ref":"k","content":"aGk="}"#), Some("invalid_attachment"));
+        check(&with(r#"{"filename":"../a.pdf","ref":"k"}"#), Some("invalid_attachment"));
+        check(&with(r#"{"filename":"","ref":"k"}"#), Some("invalid_attachment"));
+        for key in ["../etc/passwd", "/abs", "a//b", "a/./b", "sp ace", ""] {
+            check(&with(&format!(r#"{{"filename":"a.pdf","ref":"{key}"}}"#)), Some("invalid_attachment"));
+        }
+        let eleven = [r#"{"filename":"a","ref":"k"}"#; limits::MAX_ATTACHMENTS + 1].join(",");
+        check(&with(&eleven), Some("invalid_attachment"));
         let huge = "x".repeat(limits::MAX_REQUEST_BYTES);
         check(&format!(r#"{{"template":"t","recipients":[{{"user_id":"a"}}],"data":{{"x":"{huge}"}}}}"#), Some("too_large"));
     }

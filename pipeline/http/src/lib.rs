@@ -21,6 +21,11 @@
 //! | GET | `/templates/{id}?version=N` | `TemplateVersion` (latest by default) |
 //! | GET | `/templates/{id}/versions` | `[{version, published_at}]` |
 //! | POST | `/templates/{id}/preview` | `PreviewRequest` / rendered parts per channel |
+//! | GET, PUT, DELETE | `/caps` | `TenantCaps` |
+//! | GET | `/providers` · PUT, DELETE `/providers/{provider}/{app}` | credentials (write-only secrets) |
+//! | GET, DELETE | `/webhooks/disabled` | endpoints a receiver's 410 disabled |
+//! | GET, DELETE | `/opt-outs?channel=&address=` | recorded STOPs |
+//! | PUT, DELETE | `/attachments/{key}` | the file's bytes, streamed / `{ref, size, sha256}` (201) |
 //!
 //! The bodies are the types of `herald_schemas::api`, shared with the CLI. Errors are
 //! `{"error": {"code", "message"}}` with 400 (invalid), 401, 404, 422 (a template that does not
@@ -59,6 +64,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The configured caps, for tenants without their own.
     pub default_caps: Arc<Vec<herald_schemas::Cap>>,
+    /// Where producers upload attachments.
+    pub attachments: herald_attachments::Attachments,
 }
 
 /// The whole router.

@@ -29,6 +29,7 @@ impl Client {
         request = match body {
             Some(RequestBody::Json(value)) => request.json(&value),
             Some(RequestBody::Text(text)) => request.header("content-type", "application/x-ndjson").body(text),
+            Some(RequestBody::Stream(body)) => request.header("content-type", "application/octet-stream").body(body),
             None => request,
         };
         let response =
@@ -51,6 +52,8 @@ impl Client {
 pub enum RequestBody {
     Json(Value),
     Text(String),
+    /// Bytes streamed as they are read (uploads).
+    Stream(reqwest::Body),
 }
 
 pub fn print(value: Option<Value>) -> anyhow::Result<()> {

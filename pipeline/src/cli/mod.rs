@@ -1,9 +1,10 @@
 //! The command line's commands, a module per noun: `directory`, `templates`, `caps`,
-//! `providers`, `sandbox`, `webhooks`, `opt_outs`,
+//! `providers`, `sandbox`, `webhooks`, `opt_outs`, `attachments`,
 //! `send` (and `cancel`), `events` (and `status`), `serve` (`up`, `stage`, `api`, `provision`). Each takes the loaded
 //! [`Config`](crate::config::Config); the ones that change the directory or templates go
 //! through the admin API with [`client`].
 
+pub mod attachments;
 pub mod caps;
 pub mod client;
 pub mod directory;

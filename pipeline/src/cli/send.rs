@@ -18,7 +18,7 @@ pub struct SendArgs {
     tenant: String,
     /// A whole request as JSON, from a file or `-` for standard input; the other options are
     /// then not allowed.
-    #[arg(long, conflicts_with_all = ["template", "to", "group", "email", "phone"])]
+    #[arg(long, conflicts_with_all = ["template", "to", "group", "email", "phone", "attach"])]
     file: Option<String>,
     /// Template id.
     #[arg(long, required_unless_present = "file")]
@@ -62,6 +62,21 @@ pub struct SendArgs {
     /// Do not send after this instant (RFC 3339) or after this long from now (e.g. 1h).
     #[arg(long, value_parser = parse_when)]
     expires_at: Option<herald_schemas::Timestamp>,
+    /// Attach a file of the attachment store to the e-mails (repeatable): its key, as `herald
+    /// attachments put` printed it, optionally `=FILENAME` for the name the recipient sees
+    /// (default: the key's last segment).
+    #[arg(long = "attach", value_name = "KEY[=FILENAME]", value_parser = parse_attach)]
+    attach: Vec<herald_schemas::Attachment>,
+}
+
+/// Parses `KEY[=FILENAME]`.
+fn parse_attach(s: &str) -> Result<herald_schemas::Attachment, String> {
+    let (key, filename) = match s.split_once('=') {
+        Some((key, filename)) => (key, filename.to_owned()),
+        None => (s, s.rsplit('/').next().unwrap_or(s).to_owned()),
+    };
+    herald_schemas::request::check_attachment_key(key)?;
+    Ok(herald_schemas::Attachment { filename, content_type: None, reference: Some(key.to_owned()), content: None, size: None })
 }
 
 /// Parses an RFC 3339 instant, or a duration from now (`10m`, `1h 30m`).
@@ -111,6 +126,7 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
                 send_at: args.send_at,
                 expires_at: args.expires_at,
                 metadata: Default::default(),
+                attachments: args.attach.clone(),
             };
             request.validate().context("the request would be rejected")?;
             (serde_json::to_vec(&request)?, request.priority)

@@ -64,7 +64,8 @@ async fn start_api(
         eprintln!("Admin API on http://{}.", listener.local_addr()?);
     }
     let engine = Arc::new(herald_render::Engine::new(config.render.clone(), Arc::new(herald_render::NoTracking)));
-    let state = AppState { store, nats, token, engine, default_caps: Arc::new(config.throttle.caps.clone()) };
+    let attachments = herald_attachments::Attachments::open(&config.attachments)?;
+    let state = AppState { store, nats, token, engine, default_caps: Arc::new(config.throttle.caps.clone()), attachments };
     let cancel = cancel.clone();
     Ok(tokio::spawn(async move { Ok(herald_http::serve(listener, state, cancel).await?) }))
 }

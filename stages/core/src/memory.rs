@@ -151,6 +151,7 @@ pub fn delivery(id: u128) -> herald_schemas::Delivery {
         accepted_at: jiff::Timestamp::UNIX_EPOCH,
         expires_at: None,
         content: None,
+        attachments: Vec::new(),
         scheduled_for: None,
         deferred_until: None,
         quiet_hours: None,

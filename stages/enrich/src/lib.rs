@@ -254,6 +254,7 @@ impl<'a> Resolver<'a> {
             accepted_at: notification.accepted_at,
             expires_at: request.expires_at,
             content: None,
+            attachments: if channel == Channel::Email { request.attachments.clone() } else { Vec::new() },
             scheduled_for: request.send_at,
             deferred_until: None,
             quiet_hours: contact.and_then(|c| c.preferences.quiet_hours.clone()),

@@ -8,7 +8,9 @@
 //! `deduplicated` event naming the original notification when the idempotency key was already
 //! used for the same request, `rejected`/`idempotency_conflict` when for a different one.
 //! Side effects: claims the producer's idempotency key in the idempotency bucket, recording
-//! the notification it admitted and the request's fingerprint.
+//! the notification it admitted and the request's fingerprint; writes inline attachments that
+//! together exceed `attachments.inline_max` to the attachment store (the claim check), so the
+//! notification carries only their keys.
 //! Invariants: the notification id is a pure function of the request's stream position, so a
 //! redelivered request yields the same notification and the publish is deduped downstream by
 //! `Nats-Msg-Id`. The idempotency key only admits or refuses a request: the claim and the
@@ -19,7 +21,9 @@ pub mod cancel;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
+use herald_attachments::{AttachmentError, Attachments};
 use herald_schemas::ids;
 use herald_schemas::{Notification, NotificationRequest, Status, Timestamp, ValidationError};
 use herald_stage::{Created, EventBuilder, Hop, KeyValue, Meta, Outcome, RawRequest, Stage, StageError};
@@ -30,11 +34,16 @@ pub use cancel::Cancel;
 
 const STAGE: &str = "ingest";
 
+/// `attachments.inline_max` when ingest runs without a store.
+const DEFAULT_INLINE_MAX: u64 = 64 * 1024;
+
 /// The ingest stage over an idempotency-key store.
 #[derive(Debug)]
 pub struct Ingest<K> {
     idempotency: K,
     horizon: Duration,
+    /// Where inline attachments over `inline_max` go (the claim check).
+    attachments: Option<Attachments>,
 }
 
 /// What an idempotency key's claim records.
@@ -50,7 +59,64 @@ struct KeyClaim {
 
 impl<K: KeyValue> Ingest<K> {
     pub fn new(idempotency: K) -> Self {
-        Ingest { idempotency, horizon: Duration::from_secs(7 * 24 * 3600) }
+        Ingest { idempotency, horizon: Duration::from_secs(7 * 24 * 3600), attachments: None }
+    }
+
+    /// Stores inline attachments that together exceed the store's `inline_max` there, so only
+    /// their keys travel on. Without a store, such requests are rejected.
+    pub fn with_attachments(mut self, attachments: Attachments) -> Self {
+        self.attachments = Some(attachments);
+        self
+    }
+
+    /// The claim check: decodes the inline attachments and, when together they exceed
+    /// `inline_max`, writes each to the store under `inline/<notification>/<index>` (the same key
+    /// on a redelivery) and replaces its content by the key. `Ok(Err)` rejects the request.
+    async fn claim_check(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        mut request: NotificationRequest,
+    ) -> Result<Result<NotificationRequest, ValidationError>, StageError> {
+        let mut decoded = Vec::new();
+        for (i, attachment) in request.attachments.iter_mut().enumerate() {
+            let Some(content) = &attachment.content else { continue };
+            match base64::engine::general_purpose::STANDARD.decode(content) {
+                Ok(bytes) => {
+                    attachment.size = Some(bytes.len() as u64);
+                    decoded.push((i, bytes));
+                }
+                Err(e) => {
+                    let detail = format!("attachments[{i}] ({}): `content` is not base64 ({e})", attachment.filename);
+                    return Ok(Err(ValidationError::new("invalid_attachment", detail)));
+                }
+            }
+        }
+        let total: u64 = decoded.iter().map(|(_, b)| b.len() as u64).sum();
+        let inline_max = self.attachments.as_ref().map_or(DEFAULT_INLINE_MAX, |a| a.config().inline_max);
+        if total <= inline_max {
+            return Ok(Ok(request));
+        }
+        let Some(store) = &self.attachments else {
+            let detail = format!("the inline attachments are {total} bytes, over {inline_max}, and this ingest has no attachment store");
+            return Ok(Err(ValidationError::new("attachments_unavailable", detail)));
+        };
+        for (i, bytes) in decoded {
+            let key = format!("inline/{id}/{i}");
+            match store.put(tenant, &key, bytes.into()).await {
+                Ok(_) => {
+                    let attachment = &mut request.attachments[i];
+                    attachment.reference = Some(key);
+                    attachment.content = None;
+                }
+                Err(e @ (AttachmentError::TooLarge { .. } | AttachmentError::Invalid(_))) => {
+                    let name = &request.attachments[i].filename;
+                    return Ok(Err(ValidationError::new("invalid_attachment", format!("attachments[{i}] ({name}): {e}"))));
+                }
+                Err(e) => return Err(StageError::outage("attachment_store_unavailable", e.to_string())),
+            }
+        }
+        Ok(Ok(request))
     }
 
     /// How far ahead `send_at` may be: less than the streams keep a message (`topology.max_age`),
@@ -74,7 +140,7 @@ impl<K: KeyValue> Stage for Ingest<K> {
             }
         };
         let stored_at_ms = u64::try_from(meta.stored_at.as_millisecond()).unwrap_or_default();
-        let notification = Notification {
+        let mut notification = Notification {
             v: herald_schemas::WIRE_VERSION,
             notification_id: ids::notification_id(&meta.tenant, meta.sequence, stored_at_ms),
             tenant: meta.tenant.clone(),
@@ -99,6 +165,14 @@ impl<K: KeyValue> Stage for Ingest<K> {
                 }
             }
         }
+        // Only after the key admitted it: a repeat stores nothing.
+        notification.request = match self.claim_check(&meta.tenant, notification.notification_id, notification.request).await? {
+            Ok(request) => request,
+            Err(ValidationError { code, detail }) => {
+                let event = EventBuilder::request(Self::NAME, meta, Status::Rejected).reason(code, detail).build();
+                return Outcome::new().event(event);
+            }
+        };
         let accepted = EventBuilder::notification(Self::NAME, meta, &notification, Status::Accepted).build();
         match notification.request.send_at.filter(|at| *at > meta.received_at) {
             Some(send_at) => {
@@ -281,5 +355,47 @@ mod tests {
         let now = ingest(&stage, past, 4).await;
         assert!(now.deferred::<Notification>(Hop::Enrich).is_empty());
         assert_eq!(now.forwarded::<Notification>(Hop::Enrich).len(), 1);
+    }
+
+    fn with_inline(size: usize, extra: &str) -> String {
+        use base64::Engine as _;
+        let content = base64::engine::general_purpose::STANDARD.encode(vec![42u8; size]);
+        format!(
+            r#"{{"template":"t","recipients":[{{"email":"a@example.com"}}],"attachments":[{{"filename":"a.bin","content":"{content}"}},{{"filename":"b.pdf","ref":"up/b.pdf"}}]{extra}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn inline_attachments_over_the_limit_go_to_the_store_and_only_their_key_travels_on() {
+        let store = Attachments::memory();
+        let stage = Ingest::new(MemoryKv::new()).with_attachments(store.clone());
+        let out = ingest(&stage, &with_inline(100_000, ""), 5).await;
+        let forwarded: Vec<Notification> = out.forwarded(Hop::Enrich);
+        let notification = &forwarded[0];
+        let moved = &notification.request.attachments[0];
+        let key = format!("inline/{}/0", notification.notification_id);
+        assert_eq!(moved.reference.as_deref(), Some(key.as_str()));
+        assert_eq!((moved.content.as_deref(), moved.size), (None, Some(100_000)));
+        assert_eq!(notification.request.attachments[1].reference.as_deref(), Some("up/b.pdf"), "references pass as they are");
+        assert_eq!(store.get("acme", &key).await.unwrap(), vec![42u8; 100_000]);
+        assert!(serde_json::to_vec(notification).unwrap().len() < 2_000, "the notification carries the key, not the file");
+        // Small ones stay inline.
+        let small: Vec<Notification> = ingest(&stage, &with_inline(1_000, ""), 6).await.forwarded(Hop::Enrich);
+        assert!(small[0].request.attachments[0].content.is_some());
+        assert_eq!(small[0].request.attachments[0].size, Some(1_000));
+    }
+
+    #[tokio::test]
+    async fn a_repeat_with_inline_attachments_is_still_a_duplicate_and_bad_base64_is_rejected() {
+        let stage = Ingest::new(MemoryKv::new()).with_attachments(Attachments::memory());
+        let body = with_inline(100_000, r#","idempotency_key":"k1""#);
+        assert_eq!(statuses(&ingest(&stage, &body, 1).await.events()), vec![Status::Accepted]);
+        assert_eq!(statuses(&ingest(&stage, &body, 2).await.events()), vec![Status::Deduplicated], "fingerprinted before the claim check");
+        let bad = r#"{"template":"t","recipients":[{"user_id":"a"}],"attachments":[{"filename":"a","content":"not base64!"}]}"#;
+        let out = ingest(&stage, bad, 3).await;
+        assert_eq!(out.events()[0].reason.as_deref(), Some("invalid_attachment"));
+        // No store: refused with the reason, not dropped.
+        let bare = Ingest::new(MemoryKv::new());
+        assert_eq!(ingest(&bare, &with_inline(100_000, ""), 4).await.events()[0].reason.as_deref(), Some("attachments_unavailable"));
     }
 }

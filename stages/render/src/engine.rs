@@ -414,6 +414,7 @@ pub fn sample_delivery(spec: &TemplateSpec, channel: Channel, locale: &str, data
         accepted_at: jiff::Timestamp::UNIX_EPOCH,
         expires_at: None,
         content: None,
+        attachments: Vec::new(),
         scheduled_for: None,
         deferred_until: None,
         quiet_hours: None,

@@ -1,6 +1,7 @@
 //! The admin routes: the directory, the templates, the caps, the provider credentials and the
-//! disabled webhook endpoints of a tenant.
+//! disabled webhook endpoints of a tenant, its opt-outs and its attachment store.
 
+mod attachments;
 mod caps;
 mod directory;
 mod opt_outs;
@@ -9,6 +10,7 @@ mod templates;
 mod webhooks;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 
 use crate::AppState;
@@ -33,4 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/providers/{provider}/{app}", put(providers::put_provider).delete(providers::delete_provider))
         .route("/webhooks/disabled", get(webhooks::list_disabled).delete(webhooks::enable_endpoint))
         .route("/opt-outs", get(opt_outs::list_opt_outs).delete(opt_outs::remove_opt_out))
+        .route(
+            "/attachments/{*key}",
+            put(attachments::put_attachment).delete(attachments::delete_attachment).layer(DefaultBodyLimit::disable()),
+        )
 }

@@ -6,6 +6,7 @@
 //! breaker), the first the one that normally sends and the others its failover.
 
 pub mod apns;
+pub mod attachments;
 pub mod fcm;
 pub mod log;
 pub mod smtp;
@@ -260,6 +261,8 @@ pub struct ProviderPorts {
     pub credentials: Arc<dyn CredentialStore>,
     pub devices: Arc<dyn DeviceRegistry>,
     pub alerts: Arc<dyn Alerts>,
+    /// Where e-mails' stored attachments are read.
+    pub attachments: Option<herald_attachments::Attachments>,
     /// Makes a route's shared send-rate limit (calls per second across replicas).
     pub rates: Arc<dyn Fn(Route, u32) -> Arc<dyn SendRate> + Send + Sync>,
 }
@@ -301,7 +304,8 @@ impl Providers {
             let vonage = vonage::Vonage::new(&config.vonage, &config.tls, config.send_timeout, ports.credentials.clone())?;
             let (a, f, w, h) = (config.apns.guards(), config.fcm.guards(), config.web_push.guards(), config.webhook.guards());
             let (t, v) = (config.twilio.guards(), config.vonage.guards());
-            let smtp = smtp::Smtp::new(&config.smtp, &config.tls, config.send_timeout, ports.credentials.clone())?;
+            let smtp = smtp::Smtp::new(&config.smtp, &config.tls, config.send_timeout, ports.credentials.clone())?
+                .with_attachments(ports.attachments.clone());
             providers = providers
                 .with_gate(Route::Apns, gate(Route::Apns, Arc::new(apns), &a))
                 .with_gate(Route::Fcm, gate(Route::Fcm, Arc::new(fcm), &f))

@@ -37,6 +37,7 @@ pub struct Smtp {
     /// Extra CA certificates (PEM) to trust, from `deliver.tls.extra_ca_file`.
     extra_ca: Option<Vec<u8>>,
     credentials: Arc<dyn CredentialStore>,
+    attachments: Option<herald_attachments::Attachments>,
     transports: Mutex<HashMap<CredentialKey, (u64, Transport)>>,
 }
 
@@ -55,7 +56,13 @@ impl Smtp {
             })?),
             None => None,
         };
-        Ok(Smtp { config: config.clone(), timeout, extra_ca, credentials, transports: Mutex::new(HashMap::new()) })
+        Ok(Smtp { config: config.clone(), timeout, extra_ca, credentials, attachments: None, transports: Mutex::new(HashMap::new()) })
+    }
+
+    /// Reads e-mails' stored attachments from `store`.
+    pub fn with_attachments(mut self, store: Option<herald_attachments::Attachments>) -> Self {
+        self.attachments = store;
+        self
     }
 
     /// The pooled transport of a relay account, built once per credentials revision.
@@ -104,7 +111,8 @@ impl Smtp {
         let Credentials::Smtp(relay) = &stored.credentials else {
             return Err(ProviderError::permanent("invalid_credentials", "the stored SMTP credentials are of another provider"));
         };
-        let email = message(delivery, &relay.from)?;
+        let files = crate::providers::attachments::load(self.attachments.as_ref(), delivery).await?;
+        let email = message(delivery, &relay.from, &files)?;
         let id = email.headers().get_raw("Message-ID").unwrap_or_default().to_owned();
         let transport = self.transport(&stored.key, stored.revision, relay)?;
         let response = transport.send(email).await.map_err(|e| classify(&e))?;

@@ -5,10 +5,12 @@
 
 use herald_schemas::Delivery;
 use lettre::Message;
+use lettre::message::header::ContentType;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment as LettreAttachment, Mailbox, MultiPart, SinglePart};
 
 use crate::ProviderError;
+use crate::providers::attachments::File;
 
 /// The headers a template may set (others are Herald's or the relay's to write).
 const ALLOWED_HEADERS: [&str; 3] = ["List-Unsubscribe", "List-Unsubscribe-Post", "Reply-To"];
@@ -18,8 +20,8 @@ pub fn message_id(delivery: &Delivery, from: &Mailbox) -> String {
     format!("<{}@{}>", delivery.delivery_id, from.email.domain())
 }
 
-/// Builds the message.
-pub fn message(delivery: &Delivery, from: &str) -> Result<Message, ProviderError> {
+/// Builds the message, with `files` attached (multipart/mixed around the body).
+pub fn message(delivery: &Delivery, from: &str, files: &[File]) -> Result<Message, ProviderError> {
     let from: Mailbox = from
         .parse()
         .map_err(|e| ProviderError::permanent("invalid_sender", format!("the tenant's SMTP `from` {from:?} is not a mailbox: {e}")))?;
@@ -45,6 +47,21 @@ pub fn message(delivery: &Delivery, from: &str) -> Result<Message, ProviderError
                 format!("template `{}` rendered neither `text` nor `html` for email", delivery.template),
             ));
         }
+    };
+    let body = if files.is_empty() {
+        body
+    } else {
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for file in files {
+            let content_type = ContentType::parse(&file.content_type).map_err(|e| {
+                ProviderError::permanent(
+                    "invalid_attachment",
+                    format!("attachment {:?}: content type {:?}: {e}", file.filename, file.content_type),
+                )
+            })?;
+            mixed = mixed.singlepart(LettreAttachment::new(file.filename.clone()).body(file.bytes.to_vec(), content_type));
+        }
+        mixed
     };
     let id = message_id(delivery, &from);
     let mut message = Message::builder()
