@@ -120,24 +120,24 @@ async fn two_deliver_processes_share_one_consumer_and_deliver_each_once() -> any
     let env = TestEnv::start().await?;
     env.provision().await?;
     env.seed().await?;
+    // Both deliver processes are up and asking for work before any arrives, so neither can
+    // drain the queue while the other is still starting.
+    let a = env.spawn("deliver-a", &["stage", "deliver"])?;
+    let b = env.spawn("deliver-b", &["stage", "deliver"])?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let status = env.nats.status().await?;
+        if status.iter().find(|c| c.consumer == "deliver-log").is_some_and(|c| c.waiting >= 2) {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the deliver processes did not start pulling: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let upstream = env.spawn("upstream", &["stage", "ingest", "enrich", "render", "dedupe", "throttle", "track"])?;
     let n = 1_000;
     for i in 0..n {
         env.publish("acme", welcome(["alice", "bob", "carol", "dave"][i % 4])).await?;
     }
-    // Let the deliveries pile up in front of deliver, so both processes find work waiting.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let status = env.nats.status().await?;
-        let waiting = status.iter().find(|c| c.consumer == "deliver-log").map(|c| c.pending).unwrap_or(0);
-        if waiting >= n as u64 {
-            break;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "deliveries did not reach deliver: {status:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let a = env.spawn("deliver-a", &["stage", "deliver"])?;
-    let b = env.spawn("deliver-b", &["stage", "deliver"])?;
     env.wait_for_events("acme", Status::Sent, n, PATIENCE).await?;
     env.wait_idle(PATIENCE).await?;
 

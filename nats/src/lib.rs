@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod bench;
 mod error;
+pub mod inbox;
 pub mod kv;
 pub mod provision;
 pub mod runner;

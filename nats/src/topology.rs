@@ -63,6 +63,9 @@ pub struct TopologyConfig {
     /// fails with `payload_too_large` instead of being published. The server's own
     /// `max_payload` (1 MiB by default) caps it.
     pub max_message_size: usize,
+    /// How long users' in-app inbox messages are kept (`<PREFIX>_INBOX`).
+    #[serde(with = "humantime_serde")]
+    pub inbox_retention: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -79,6 +82,7 @@ impl Default for TopologyConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             dedupe_ttl: Duration::from_secs(7 * 24 * 3600),
             max_message_size: 1024 * 1024,
+            inbox_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -115,6 +119,7 @@ pub mod role {
     pub const DLQ: &str = "DLQ";
     pub const CANCEL: &str = "CANCEL";
     pub const ALERTS: &str = "ALERTS";
+    pub const INBOX: &str = "INBOX";
 }
 
 /// Stages whose input is split into priority lanes.
@@ -331,7 +336,19 @@ impl Topology {
             spec(role::DLQ, vec![format!("{p}.dlq.*.*")], "Dead letters: messages a stage gave up on, with the reason in headers"),
             spec(role::CANCEL, vec![format!("{p}.cancel.*")], "Producers' cancels of scheduled and deferred notifications"),
             spec(role::ALERTS, vec![format!("{p}.alerts.*")], "Operators' alerts: provider breakers opening and closing"),
+            stream::Config {
+                max_age: self.config.inbox_retention,
+                // Apps page through a user's history by direct gets, one subject per user.
+                allow_direct: true,
+                ..spec(role::INBOX, vec![format!("{p}.inbox.*.*")], "Users' in-app inbox messages, one subject per tenant and user")
+            },
         ]
+    }
+
+    /// The subject of a user's inbox: `<prefix>.inbox.<tenant>.<user>`, with any `.` of the user
+    /// id written `%2E` (user ids may hold `.`; subject tokens may not, nor `%` a user id).
+    pub fn inbox_subject(&self, tenant: &str, user: &str) -> String {
+        format!("{}.inbox.{tenant}.{}", self.config.prefix, user.replace('.', "%2E"))
     }
 
     /// Every durable consumer, with its stream.

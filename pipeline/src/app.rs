@@ -237,6 +237,7 @@ pub async fn start(
                 alerts: Arc::new(nats.alerts()),
                 rates: Arc::new(rates),
                 attachments: resources.attachments.clone(),
+                inbox: Some(Arc::new(NatsInbox(nats.clone()))),
             })
         }
         _ => None,
@@ -426,5 +427,22 @@ async fn sweep_attachments(attachments: Attachments, cancel: CancellationToken) 
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Users' inboxes on their NATS subjects.
+struct NatsInbox(Nats);
+
+impl herald_deliver::ports::InboxSink for NatsInbox {
+    fn store<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        msg_id: &'a str,
+        payload: bytes::Bytes,
+    ) -> herald_deliver::ports::PortFuture<'a, u64> {
+        Box::pin(async move {
+            self.0.publish_inbox(tenant, user, msg_id, payload).await.map_err(|e| herald_stage::PortError::unavailable("inbox stream", e))
+        })
     }
 }

@@ -18,6 +18,7 @@ pub mod event;
 pub mod fanout;
 pub mod headers;
 pub mod ids;
+pub mod inbox;
 pub mod notification;
 pub mod providers;
 pub mod request;

@@ -33,6 +33,18 @@ pub enum Credentials {
     Vonage(VonageCredentials),
     /// An SMTP relay for e-mail (SES, Postmark, Mailgun, the company's own).
     Smtp(SmtpCredentials),
+    /// The in-app inbox: the secret the tenant's backend signs its users' inbox tokens with.
+    Inbox(InboxCredentials),
+}
+
+/// The key of a tenant's inbox user tokens: HS256 JWTs its backend mints per user (`sub` the
+/// user id, `tenant` the tenant, `exp`), which the inbox API checks. Never the admin token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboxCredentials {
+    /// The HMAC-SHA256 key, as text (at least 32 characters).
+    #[schemars(with = "String")]
+    pub signing_secret: Secret,
 }
 
 /// APNs token-based auth.
@@ -175,7 +187,7 @@ impl SmtpCredentials {
 pub const MIN_WEBHOOK_SECRET: usize = 32;
 
 impl Credentials {
-    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`.
+    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`, `inbox`.
     pub fn provider(&self) -> &'static str {
         match self {
             Credentials::Apns(_) => "apns",
@@ -185,6 +197,7 @@ impl Credentials {
             Credentials::Twilio(_) => "twilio",
             Credentials::Vonage(_) => "vonage",
             Credentials::Smtp(_) => "smtp",
+            Credentials::Inbox(_) => "inbox",
         }
     }
 
@@ -198,6 +211,7 @@ impl Credentials {
             Credentials::Twilio(_) => &[Route::Sms, Route::Voice],
             Credentials::Vonage(_) => &[Route::Sms],
             Credentials::Smtp(_) => &[Route::Email],
+            Credentials::Inbox(_) => &[Route::InApp],
         }
     }
 
@@ -236,6 +250,14 @@ impl Credentials {
                 }
                 if c.public_key.is_empty() || c.private_key.expose().is_empty() {
                     return bad("VAPID needs `public_key` and `private_key`".into());
+                }
+                Ok(())
+            }
+            Credentials::Inbox(c) => {
+                if c.signing_secret.expose().chars().count() < MIN_WEBHOOK_SECRET {
+                    return bad(format!(
+                        "the inbox `signing_secret` must be at least {MIN_WEBHOOK_SECRET} characters (e.g. `openssl rand -base64 32`)"
+                    ));
                 }
                 Ok(())
             }
@@ -312,6 +334,7 @@ impl Credentials {
             Credentials::Fcm(c) => c.service_account.private_key = hidden(),
             Credentials::WebPush(c) => c.private_key = hidden(),
             Credentials::Webhook(c) => c.secret = hidden(),
+            Credentials::Inbox(c) => c.signing_secret = hidden(),
             Credentials::Twilio(c) => c.auth_token = hidden(),
             Credentials::Vonage(c) => c.api_secret = hidden(),
             Credentials::Smtp(c) => {
@@ -328,7 +351,7 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct CredentialKey {
     pub tenant: String,
-    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage` or `smtp`.
+    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp` or `inbox`.
     pub provider: String,
     /// The app id a device names (bundle id, package name) or [`DEFAULT_APP`].
     pub app: String,

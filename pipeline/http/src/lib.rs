@@ -1,5 +1,6 @@
 //! Herald's HTTP layer, by audience: [`admin`] (the directory and templates, for operators and
-//! back offices), with room for the producer API, the inbox and provider receipts beside it.
+//! back offices) and [`inbox`] (users' in-app messages, for apps), with room for the producer API
+//! and provider receipts beside them.
 //! Authentication lives in [`auth`] and the error answer in [`error`], once each.
 //!
 //! Routes, all under `/v1/tenants/{tenant}` (the tenant must be a subject token: letters,
@@ -39,6 +40,7 @@ pub mod announce;
 pub mod auth;
 mod config;
 pub mod error;
+pub mod inbox;
 
 use std::sync::Arc;
 
@@ -74,6 +76,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1/tenants/{tenant}", tenant)
         .layer(middleware::from_fn_with_state(state.clone(), auth::admin_token))
+        // Apps, with their users' tokens (never the admin token).
+        .nest("/v1/inbox/{tenant}", inbox::routes().route_layer(middleware::from_fn(auth::tenant_in_path)))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod credentials;
 pub mod directory;
 pub mod endpoints;
+pub mod inbox;
 pub mod opt_outs;
 pub mod policies;
 pub mod sealed;
@@ -26,6 +27,7 @@ mod tests;
 pub use cache::{CacheConfig, CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_PREFIX};
 pub use credentials::{CachedCredentials, CredentialSummary, PROVIDERS_CHANGE, StoreDevices};
 pub use endpoints::DisabledEndpoint;
+pub use inbox::{InboxMark, InboxState};
 pub use opt_outs::OptOut;
 pub use policies::{CAPS_CHANGE, CachedCaps};
 
@@ -128,6 +130,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "providers", include_str!("../migrations/0004_providers.surql")),
     (5, "webhooks", include_str!("../migrations/0005_webhooks.surql")),
     (6, "opt-outs", include_str!("../migrations/0006_opt_outs.surql")),
+    (7, "inbox", include_str!("../migrations/0007_inbox.surql")),
 ];
 
 /// Rows per statement for bulk writes.

@@ -1,5 +1,5 @@
-//! What deliver needs from the store, as traits: tenants' provider credentials, and disabling a
-//! device its provider says is gone. The store implements them; `memory` here for unit tests.
+//! What deliver needs from the store, as traits: tenants' provider credentials, disabling a
+//! device its provider says is gone, and users' inboxes. The store implements them; `memory` here for unit tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -107,6 +107,13 @@ pub trait DeviceRegistry: Send + Sync + 'static {
 
     /// Why and since when `address` is opted out of `channel` for `tenant`, if it is.
     fn opted_out<'a>(&'a self, tenant: &'a str, channel: herald_schemas::Channel, address: &'a str) -> PortFuture<'a, Option<String>>;
+}
+
+/// Where in-app messages go: the user's inbox.
+pub trait InboxSink: Send + Sync + 'static {
+    /// Stores `payload` in `user`'s inbox, once per `msg_id` (a retry is not stored again);
+    /// returns where it was stored (its sequence).
+    fn store<'a>(&'a self, tenant: &'a str, user: &'a str, msg_id: &'a str, payload: bytes::Bytes) -> PortFuture<'a, u64>;
 }
 
 /// In-memory ports for unit tests.

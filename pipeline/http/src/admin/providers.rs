@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::announce::changed;
 use crate::error::{Answer, ApiError};
 
-const PROVIDERS: [&str; 7] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage", "smtp"];
+const PROVIDERS: [&str; 8] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage", "smtp", "inbox"];
 
 fn check_provider(provider: &str) -> Result<(), ApiError> {
     if PROVIDERS.contains(&provider) {

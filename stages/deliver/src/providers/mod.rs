@@ -8,6 +8,7 @@
 pub mod apns;
 pub mod attachments;
 pub mod fcm;
+pub mod inbox;
 pub mod log;
 pub mod smtp;
 pub mod twilio;
@@ -263,6 +264,8 @@ pub struct ProviderPorts {
     pub alerts: Arc<dyn Alerts>,
     /// Where e-mails' stored attachments are read.
     pub attachments: Option<herald_attachments::Attachments>,
+    /// Where in-app messages are stored (users' inboxes).
+    pub inbox: Option<Arc<dyn crate::ports::InboxSink>>,
     /// Makes a route's shared send-rate limit (calls per second across replicas).
     pub rates: Arc<dyn Fn(Route, u32) -> Arc<dyn SendRate> + Send + Sync>,
 }
@@ -332,6 +335,9 @@ impl Providers {
             for (tenant, order) in &config.failover.tenants {
                 let what = format!("deliver.failover.tenants.{tenant}.sms");
                 providers.tenants.insert((tenant.clone(), Route::Sms), chain(&order.sms, &what)?);
+            }
+            if let Some(sink) = ports.inbox {
+                providers = providers.with(Route::InApp, Arc::new(inbox::Inbox::new(sink)), config.concurrency);
             }
             providers.alerts = Some(ports.alerts);
             providers.devices = Some(ports.devices);
