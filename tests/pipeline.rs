@@ -215,8 +215,13 @@ async fn the_demo_starts_its_own_nats_server_when_none_is_configured() -> anyhow
         assert_eq!(numbers[1], 0, "{provider} refused nothing: {line}");
         pushed += numbers[0];
     }
+    let inbox = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("In-app inboxes received ").and_then(|r| r.split_whitespace().next()).map(str::parse::<usize>))
+        .with_context(|| format!("no inbox count:\n{stdout}"))??;
+    assert!(inbox > 0, "the in-app sample reached an inbox: {stdout}");
     assert!(sent > 90, "{stdout}");
-    assert_eq!(records + pushed, sent, "one log record or one accepted provider call per sent event");
+    assert_eq!(records + pushed + inbox, sent, "one log record, accepted provider call or inbox message per sent event");
     // The server it started is gone with it.
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "the embedded server stopped with the demo");
     Ok(())

@@ -60,7 +60,9 @@ impl StageKind {
     pub fn needs_store(self, routes: &[Route]) -> bool {
         match self {
             StageKind::Enrich | StageKind::Fanout | StageKind::Render | StageKind::Throttle => true,
-            StageKind::Deliver => routes.iter().any(|r| matches!(r, Route::Apns | Route::Fcm | Route::WebPush)),
+            // Every provider but `log` reads tenants' credentials (or, for in_app, is wired
+            // with the ports built beside the store).
+            StageKind::Deliver => routes.iter().any(|r| *r != Route::Log),
             _ => false,
         }
     }
@@ -306,11 +308,7 @@ pub async fn start(
                             "route `{route}` (channel `{}`) has no provider in this process (providers serve {:?}); remove the channel from enrich.enabled_channels{}",
                             route.channel(),
                             providers.routes().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                            if matches!(route, Route::Apns | Route::Fcm | Route::WebPush | Route::Webhook | Route::Sms | Route::Voice) {
-                                ", or run deliver where the store is open"
-                            } else {
-                                ""
-                            }
+                            if route != Route::Log { ", or run deliver where the store is open" } else { "" }
                         );
                         let kv = nats.kv(&topology.dedupe_bucket()).await?;
                         let deliver = Deliver::new(route, providers.clone(), kv, config.deliver.clone());
@@ -444,5 +442,19 @@ impl herald_deliver::ports::InboxSink for NatsInbox {
         Box::pin(async move {
             self.0.publish_inbox(tenant, user, msg_id, payload).await.map_err(|e| herald_stage::PortError::unavailable("inbox stream", e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_opens_the_store_for_every_route_but_log() {
+        assert!(!StageKind::Deliver.needs_store(&[Route::Log]));
+        for route in [Route::Sms, Route::Voice, Route::Email, Route::Webhook, Route::InApp, Route::Apns] {
+            assert!(StageKind::Deliver.needs_store(&[Route::Log, route]), "{route}");
+        }
+        assert!(!StageKind::Ingest.needs_store(&[Route::Sms]));
     }
 }

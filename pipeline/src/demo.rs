@@ -32,9 +32,11 @@ fn sample(i: usize) -> serde_json::Value {
         43 => serde_json::json!({
             "template": "security_alert",
             "recipients": [{ "user_id": "alice" }],
-            "channels": ["sms", "voice", "email"],
+            "channels": ["sms", "voice", "email", "in_app"],
             "data": { "device": "an unknown phone", "at": "03:12" },
             "priority": "critical",
+            // A small file rides inline; a large one would go by `ref` (`herald attachments put`).
+            "attachments": [{ "filename": "sign-in.txt", "content_type": "text/plain", "content": "U2lnbi1pbjogYW4gdW5rbm93biBwaG9uZSBhdCAwMzoxMgo=" }],
         }),
         45 => {
             serde_json::json!({ "template": "security_alert", "recipients": [{ "group": "staff" }], "data": { "device": "a new laptop", "at": "08:15" } })
@@ -87,7 +89,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let mut config = config.clone();
     let sandbox = crate::sandboxes::start(&mut config, scratch.path(), Duration::ZERO).await?;
-    for channel in [Channel::Push, Channel::WebPush, Channel::Sms, Channel::Voice, Channel::Email] {
+    for channel in [Channel::Push, Channel::WebPush, Channel::Sms, Channel::Voice, Channel::Email, Channel::InApp] {
         if !config.enrich.enabled_channels.contains(&channel) {
             config.enrich.enabled_channels.push(channel);
         }
@@ -132,6 +134,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     }
     let running = app::start(nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     println!("All {} stage consumers running in this process.", running.stats.len());
+    let inbox_before = inbox_total(nats).await?;
 
     // Follow the tracking stream from now on, so earlier runs' events are not counted.
     let mut events = Box::pin(nats.tail_events("acme", "*", false).await?);
@@ -222,9 +225,20 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     if let Some(call) = sandbox.accepted(ProviderKind::TwilioVoice).first() {
         println!("And Twilio was asked to call {} with:\n  {}", call.target, call.payload["Twiml"].as_str().unwrap_or_default());
     }
+    let inbox = inbox_total(nats).await?.saturating_sub(inbox_before);
+    println!("\nIn-app inboxes received {inbox} messages (apps read them with /v1/inbox/acme and a user token).");
     println!("\nNext: `herald up` keeps the pipeline running; `herald send --to alice --template welcome` sends one;");
     println!("      `herald events tail --from-start` follows the tracking stream; `herald status` shows queue depths;");
     println!("      `herald templates preview welcome --dir config/templates --locale ko-KR` renders a template;");
     println!("      `herald sandbox` runs the provider sandboxes for `herald up` (see its --help).");
     Ok(())
+}
+
+/// How many messages the sample users' in-app inboxes hold.
+async fn inbox_total(nats: &herald_nats::Nats) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for user in ["alice", "bob", "carol", "dave", "erin"] {
+        total += nats.inbox_count("acme", user).await?.0;
+    }
+    Ok(total)
 }
