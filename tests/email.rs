@@ -114,18 +114,13 @@ async fn herald_up_sends_each_email_once_through_the_tenants_relay() -> anyhow::
         ca_file.display()
     );
     let env = TestEnv::with(Options { max_deliveries: 8, extra_config, ..Options::default() }).await?;
-    let users: String =
-        (0..10).map(|n| format!("{}\n", json!({ "id": format!("u-{n}"), "email": format!("user{n}@example.com") }))).collect();
-    let directory = env.dir.path().join("users.jsonl");
-    std::fs::write(&directory, users)?;
-    env.import(&directory, true).await?;
-    let dir = env.dir.path().join("templates/receipt");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
+    let users: Vec<_> = (0..10).map(|n| json!({ "id": format!("u-{n}"), "email": format!("user{n}@example.com") })).collect();
+    env.import_users(&users).await?;
+    env.push_template(
+        "receipt",
         "description = \"A receipt.\"\n\n[sample]\nn = 1\n\n[email]\nsubject = \"Receipt {{ data.n }}\"\ntext = \"Thanks for order {{ data.n }}.\"\nhtml = \"<p>Thanks for order <b>{{ data.n }}</b>.</p>\"\n",
-    )?;
-    env.run(&["templates", "push", &env.dir.path().join("templates").to_string_lossy(), "--offline"]).await?;
+    )
+    .await?;
     let _up = env.spawn("up", &["up"])?;
     env.wait_for_api().await?;
     let accounts = sandbox.accounts("acme", "com.example.acme")?;
@@ -222,12 +217,8 @@ async fn a_10_mb_attachment_arrives_intact_while_no_nats_message_exceeds_64_kib(
         ca_file.display()
     );
     let env = TestEnv::with(Options { extra_config, ..Options::default() }).await?;
-    std::fs::write(env.dir.path().join("users.jsonl"), format!("{}\n", json!({ "id": "ada", "email": "ada@example.com" })))?;
-    env.import(&env.dir.path().join("users.jsonl"), true).await?;
-    let dir = env.dir.path().join("templates/report");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("template.toml"), "description = \"A report.\"\n\n[email]\nsubject = \"Your report\"\ntext = \"Attached.\"\n")?;
-    env.run(&["templates", "push", &env.dir.path().join("templates").to_string_lossy(), "--offline"]).await?;
+    env.import_users(&[json!({ "id": "ada", "email": "ada@example.com" })]).await?;
+    env.push_template("report", "description = \"A report.\"\n\n[email]\nsubject = \"Your report\"\ntext = \"Attached.\"\n").await?;
     // The sweep runs every second; a file lives 15 s.
     let retention = [("HERALD__ATTACHMENTS__RETENTION", "15s"), ("HERALD__ATTACHMENTS__SWEEP_EVERY", "1s")];
     let _up = env.spawn_with_env("up", &["up"], &retention)?;

@@ -44,15 +44,12 @@ async fn an_app_reads_history_gets_live_messages_marks_them_and_no_other_token_r
     let extra_config = "\n[enrich]\nenabled_channels = [\"in_app\"]\ndefault_channels = [\"in_app\"]\n".to_owned();
     let env = TestEnv::with(Options { extra_config, ..Options::default() }).await?;
     let users = [json!({ "id": "ada.l", "name": "Ada" }), json!({ "id": "bob", "name": "Bob" })];
-    std::fs::write(env.dir.path().join("users.jsonl"), users.iter().map(|u| format!("{u}\n")).collect::<String>())?;
-    env.import(&env.dir.path().join("users.jsonl"), true).await?;
-    let dir = env.dir.path().join("templates/notice");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
+    env.import_users(&users).await?;
+    env.push_template(
+        "notice",
         "description = \"A notice.\"\n\n[sample]\nn = 1\n\n[in_app]\ntitle = \"Notice {{ data.n }}\"\nbody = \"Order {{ data.n }}\"\ndata = \"{\\\"n\\\": {{ data.n }}}\"\n",
-    )?;
-    env.run(&["templates", "push", &env.dir.path().join("templates").to_string_lossy(), "--offline"]).await?;
+    )
+    .await?;
     let _up = env.spawn("up", &["up"])?;
     env.wait_for_api().await?;
     let (status, answer) =

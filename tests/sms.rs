@@ -362,18 +362,13 @@ max = "1s"
         vonage = sandbox.vonage_url(),
     );
     let env = TestEnv::with(Options { max_deliveries: 8, extra_config, ..Options::default() }).await?;
-    let jsonl: String = (0..users).map(|n| format!("{}\n", json!({ "id": format!("u-{n}"), "phone": phone(n) }))).collect();
-    let directory = env.dir.path().join("users.jsonl");
-    std::fs::write(&directory, jsonl)?;
-    let imported = env.import(&directory, true).await?;
-    ensure!(imported.contains("; 0 lines rejected"), "the directory import refused users:\n{imported}");
-    let dir = env.dir.path().join("templates/code");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
+    let users: Vec<_> = (0..users).map(|n| json!({ "id": format!("u-{n}"), "phone": phone(n) })).collect();
+    env.import_users(&users).await?;
+    env.push_template(
+        "code",
         "description = \"A sign-in code.\"\n\n[sample]\nn = 1\n\n[sms]\nbody = \"Acme: your code is {{ data.n }}\"\n",
-    )?;
-    env.run(&["templates", "push", &env.dir.path().join("templates").to_string_lossy(), "--offline"]).await?;
+    )
+    .await?;
     let up = env.spawn("up", &["up"])?;
     env.wait_for_api().await?;
     let accounts = sandbox.accounts("acme", "com.example.acme")?;

@@ -181,6 +181,24 @@ record_calls = true
         self.run(&args).await
     }
 
+    /// Imports `users` (directory users as JSON) offline; fails when any line is rejected.
+    pub async fn import_users(&self, users: &[serde_json::Value]) -> anyhow::Result<String> {
+        let file = self.dir.path().join("users.jsonl");
+        std::fs::write(&file, users.iter().map(|u| format!("{u}\n")).collect::<String>())?;
+        let out = self.import(&file, true).await?;
+        anyhow::ensure!(out.contains("; 0 lines rejected"), "the directory import refused users:\n{out}");
+        Ok(out)
+    }
+
+    /// Writes the template `id` (its `template.toml`) under this test's `templates/` and
+    /// publishes every template there offline.
+    pub async fn push_template(&self, id: &str, toml: &str) -> anyhow::Result<String> {
+        let templates = self.dir.path().join("templates");
+        std::fs::create_dir_all(templates.join(id))?;
+        std::fs::write(templates.join(id).join("template.toml"), toml)?;
+        self.run(&["templates", "push", &templates.to_string_lossy(), "--offline"]).await
+    }
+
     /// The admin API's base URL for `tenant`.
     pub fn api_url(&self, tenant: &str) -> anyhow::Result<String> {
         let config = std::fs::read_to_string(&self.config_path)?;
