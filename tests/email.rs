@@ -1,20 +1,25 @@
-//! E-mail over real SMTP: Herald's SMTP client against the SMTP sandbox on TCP (STARTTLS with the
-//! sandbox's certificate, AUTH), each reply class as the client reads it, then `herald up`
-//! sending e-mail that arrives once per recipient, as the raw messages the sandbox kept show.
+//! E-mail over real SMTP and SendGrid: Herald's SMTP client against the SMTP sandbox on TCP
+//! (STARTTLS with the sandbox's certificate, AUTH) and its SendGrid client against the Mail Send
+//! sandbox over TLS, each answer class as the clients read it; then `herald up` sending e-mail that
+//! arrives once per recipient, failing over to SendGrid while the relay is down and returning after
+//! the breaker's probe, and a 10 MB attachment by reference. Counts are the sandboxes' own records
+//! of what they received, refusals and repeats included.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use herald_deliver::http::TlsConfig;
 use herald_deliver::ports::memory::MemoryCredentials;
+use herald_deliver::providers::sendgrid::{Sendgrid, SendgridConfig};
 use herald_deliver::providers::smtp::{Smtp, SmtpConfig};
 use herald_deliver::providers::{Class, Provider};
 use herald_sandbox::smtp::header;
-use herald_sandbox::{Answer, FaultPlan, ProviderKind, SandboxOptions};
-use herald_schemas::providers::{SmtpCredentials, SmtpSecurity};
+use herald_sandbox::{Answer, Burst, FaultPlan, ProviderKind, Sandbox, SandboxOptions};
+use herald_schemas::providers::{SendgridCredentials, SendgridRegion, SmtpCredentials, SmtpSecurity};
 use herald_schemas::{Channel, Content, Credentials, Delivery, Secret, Status};
-use herald_tests::{Options, TestEnv};
+use herald_tests::{Options, Process, TestEnv, count_statuses};
 use reqwest::Method;
 use serde_json::json;
 
@@ -103,6 +108,231 @@ async fn smtp_sends_over_starttls_with_auth_and_reads_every_reply_class() -> any
     let error = smtp.send(&email(6, "ada@example.com")).await.expect_err("nobody there");
     assert_eq!((error.class, error.code.as_str()), (Outage, "connect_error"), "{error}");
     assert_eq!(sandbox.accepted(ProviderKind::Smtp).len(), 2, "only the two good messages were taken");
+    Ok(())
+}
+
+const SENDGRID_KEY: &str = "SG.acme-key-0000000000.ZmFrZS1zZWNyZXQtZm9yLXRoZS1zYW5kYm94";
+
+fn sendgrid_account(key: &str, from: &str) -> Credentials {
+    Credentials::Sendgrid(SendgridCredentials { api_key: Secret::new(key), from: from.into(), region: SendgridRegion::Global })
+}
+
+#[tokio::test]
+async fn sendgrid_sends_through_mail_send_and_reads_every_answer_class() -> anyhow::Result<()> {
+    use Class::*;
+    let (sandbox, ca, _dir) = herald_tests::sandbox_with_ca(SandboxOptions::default()).await?;
+    sandbox.sendgrid_add_key(SENDGRID_KEY, "no-reply@acme.example");
+    let credentials = Arc::new(MemoryCredentials::default());
+    credentials.put("acme", "default", sendgrid_account(SENDGRID_KEY, "Acme <no-reply@acme.example>"));
+    let tls = TlsConfig { extra_ca_file: Some(ca) };
+    let config = SendgridConfig { url: sandbox.sendgrid_url(), eu_url: "https://eu.invalid".into(), ..SendgridConfig::default() };
+    let sendgrid = Sendgrid::new(&config, &tls, Duration::from_secs(5), credentials.clone())?;
+
+    // Accepted: the sandbox checked the body as SendGrid does and answered 202 + X-Message-Id.
+    let mut delivery = email(1, "ada@example.com");
+    delivery.attachments = vec![herald_schemas::Attachment {
+        filename: "label.txt".into(),
+        content_type: Some("text/plain".into()),
+        reference: None,
+        content: Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"ship to: Ada")),
+        size: None,
+    }];
+    let receipt = sendgrid.send(&delivery).await?;
+    let accepted = sandbox.accepted(ProviderKind::Sendgrid);
+    assert_eq!(accepted.len(), 1);
+    let got = &accepted[0];
+    assert_eq!((got.status, got.message_id.as_deref()), (202, Some(receipt.provider_message_id.as_str())), "SendGrid's X-Message-Id");
+    assert_eq!(got.target, "ada@example.com");
+    assert_eq!(got.credential.as_deref(), Some("acme-key-0000000000"), "the key's id, never its secret");
+    assert_eq!(got.headers.get("Message-ID"), Some(&format!("<{}@acme.example>", delivery.delivery_id)), "the id SMTP would send");
+    assert_eq!(got.headers.get("List-Unsubscribe-Post").map(String::as_str), Some("List-Unsubscribe=One-Click"));
+    assert_eq!(got.payload["subject"], "Your order shipped");
+    assert_eq!(got.payload["from"], json!({ "email": "no-reply@acme.example", "name": "Acme" }));
+    assert_eq!(got.payload["custom_args"]["herald_delivery_id"], delivery.delivery_id.to_string());
+    assert_eq!(got.payload["attachments"][0]["filename"], "label.txt");
+    assert_eq!(got.payload["attachments"][0]["sha256"], sha256_hex(b"ship to: Ada"), "the file as the sandbox decoded it");
+
+    // Scripted refusals, each read as the table in the provider's classify module says.
+    for (answer, class, code) in [
+        (Answer::new(400, "personalizations.0.to.0.email").with_message("Does not contain a valid address."), Permanent, "bad_request"),
+        (Answer::new(413, "").with_message("Request body too large"), Permanent, "payload_too_large"),
+        (Answer::new(500, "").with_message("Internal Server Error"), Outage, "server_error"),
+        (Answer::new(503, "").with_message("Service Unavailable"), Outage, "server_error"),
+    ] {
+        let mut plan = FaultPlan::default();
+        plan.tokens.insert("bounce@example.com".into(), answer.clone());
+        sandbox.set_faults(ProviderKind::Sendgrid, plan);
+        let error = sendgrid.send(&email(2, "bounce@example.com")).await.expect_err("refused");
+        assert_eq!((error.class, error.code.as_str()), (class, code), "{answer:?}: {error}");
+        if answer.status == 400 {
+            assert!(error.detail.contains("(personalizations.0.to.0.email)"), "the field SendGrid named: {error}");
+        }
+    }
+    // A slow-down: SendGrid gives no Retry-After, only when its rate limit resets.
+    let burst = FaultPlan { burst: Some(Burst { count: 1, retry_after_secs: 5 }), ..FaultPlan::default() };
+    sandbox.set_faults(ProviderKind::Sendgrid, burst);
+    let error = sendgrid.send(&email(3, "ada@example.com")).await.expect_err("throttled");
+    assert_eq!((error.class, error.code.as_str()), (Throttled, "too_many_requests"), "{error}");
+    assert!(
+        error.retry_after.is_some_and(|d| d >= Duration::from_secs(3) && d <= Duration::from_secs(6)),
+        "from X-RateLimit-Reset: {error:?}"
+    );
+    sandbox.set_faults(ProviderKind::Sendgrid, FaultPlan::default());
+
+    // The sandbox's own checks: a sender that is not the key's verified identity, a revoked key.
+    credentials.put("acme", "default", sendgrid_account(SENDGRID_KEY, "someone@elsewhere.example"));
+    let error = sendgrid.send(&email(4, "ada@example.com")).await.expect_err("unverified sender");
+    assert_eq!((error.class, error.code.as_str()), (Permanent, "forbidden"), "{error}");
+    assert!(error.detail.contains("verified Sender Identity"), "{error}");
+    credentials.put("acme", "default", sendgrid_account("SG.revoked-key-000000.c2VjcmV0", "no-reply@acme.example"));
+    let error = sendgrid.send(&email(5, "ada@example.com")).await.expect_err("unknown key");
+    assert_eq!((error.class, error.code.as_str()), (Permanent, "unauthorized"), "{error}");
+    // An EU account is sent to the EU base; nobody listening there is an outage that may fail over.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let eu = SendgridConfig { eu_url: format!("https://localhost:{closed}"), ..config.clone() };
+    let eu_client = Sendgrid::new(&eu, &tls, Duration::from_secs(5), credentials.clone())?;
+    let account =
+        SendgridCredentials { api_key: Secret::new(SENDGRID_KEY), from: "no-reply@acme.example".into(), region: SendgridRegion::Eu };
+    credentials.put("acme", "default", Credentials::Sendgrid(account));
+    let error = eu_client.send(&email(6, "ada@example.com")).await.expect_err("nobody there");
+    assert_eq!((error.class, error.code.as_str()), (Outage, "connect_error"), "{error}");
+    let refused = sandbox.received().iter().filter(|r| r.provider == ProviderKind::Sendgrid && !r.accepted()).count();
+    assert_eq!((sandbox.accepted(ProviderKind::Sendgrid).len(), refused), (1, 7), "one accepted; the EU call never reached this server");
+    Ok(())
+}
+
+/// `herald up` sending e-mail through the SMTP sandbox and failing over to SendGrid's, `users`
+/// directory users with an address each (`u-<n>`), the relay's breaker opening after 3 outage
+/// answers for 3 s.
+struct MailWorld {
+    env: TestEnv,
+    sandbox: Sandbox,
+    _up: Process,
+    _ca: tempfile::TempDir,
+}
+
+async fn mail_world(users: usize) -> anyhow::Result<MailWorld> {
+    let (sandbox, ca_file, ca) = herald_tests::sandbox_with_ca(SandboxOptions::default()).await?;
+    let extra_config = format!(
+        r#"
+[enrich]
+enabled_channels = ["email"]
+default_channels = ["email"]
+
+[deliver.tls]
+extra_ca_file = "{ca}"
+
+[deliver.smtp.breaker]
+failures_to_open = 3
+open_for = "3s"
+
+[deliver.smtp.retry]
+attempts = 5
+initial = "200ms"
+max = "1s"
+
+[deliver.sendgrid]
+url = "{sendgrid}"
+
+[deliver.sendgrid.retry]
+attempts = 5
+initial = "200ms"
+max = "1s"
+"#,
+        ca = ca_file.display(),
+        sendgrid = sandbox.sendgrid_url(),
+    );
+    let env = TestEnv::with(Options { max_deliveries: 8, extra_config, ..Options::default() }).await?;
+    let users: Vec<_> = (0..users).map(|n| json!({ "id": format!("u-{n}"), "email": format!("user{n}@example.com") })).collect();
+    env.import_users(&users).await?;
+    env.push_template(
+        "receipt",
+        "description = \"A receipt.\"\n\n[sample]\nn = 1\n\n[email]\nsubject = \"Receipt {{ data.n }}\"\ntext = \"Thanks for order {{ data.n }}.\"\n",
+    )
+    .await?;
+    let up = env.spawn("up", &["up"])?;
+    env.wait_for_api().await?;
+    let accounts = sandbox.accounts("acme", "com.example.acme")?;
+    for (provider, credentials) in [("smtp", &accounts.smtp), ("sendgrid", &accounts.sendgrid)] {
+        let (status, answer) = env.api(Method::PUT, &format!("/providers/{provider}/default"), Some(credentials.clone())).await?;
+        ensure!(status == 200, "PUT {provider} credentials: {status} {answer}");
+    }
+    Ok(MailWorld { env, sandbox, _up: up, _ca: ca })
+}
+
+impl MailWorld {
+    async fn send(&self, users: std::ops::Range<usize>) -> anyhow::Result<()> {
+        for n in users {
+            let body = json!({ "template": "receipt", "recipients": [{ "user_id": format!("u-{n}") }], "data": { "n": n } });
+            self.env.publish("acme", body.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// Accepted e-mails per address, over both providers.
+    fn accepted_per_address(&self) -> HashMap<String, Vec<ProviderKind>> {
+        let mut per_address: HashMap<String, Vec<ProviderKind>> = HashMap::new();
+        let received = self.sandbox.received();
+        for r in received.into_iter().filter(|r| r.accepted() && matches!(r.provider, ProviderKind::Smtp | ProviderKind::Sendgrid)) {
+            per_address.entry(r.target.clone()).or_default().push(r.provider);
+        }
+        per_address
+    }
+
+    async fn wait_accepted(&self, n: usize) -> anyhow::Result<HashMap<String, Vec<ProviderKind>>> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let accepted = self.accepted_per_address();
+            if accepted.values().map(Vec::len).sum::<usize>() >= n {
+                return Ok(accepted);
+            }
+            ensure!(Instant::now() < deadline, "only {} e-mails accepted of {n}: {accepted:?}", accepted.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn email_fails_over_to_sendgrid_while_the_relay_is_down_and_returns_after_the_probe() -> anyhow::Result<()> {
+    let world = mail_world(32).await?;
+    let address = |n: usize| format!("user{n}@example.com");
+    // The relay closes every connection at the greeting (421): each e-mail goes through SendGrid.
+    world.sandbox.set_faults(ProviderKind::Smtp, FaultPlan { outage: true, ..FaultPlan::default() });
+    let relay_calls = || world.sandbox.received().iter().filter(|r| r.provider == ProviderKind::Smtp).count();
+    world.send(0..10).await?;
+    world.env.wait_for_events("acme", Status::Sent, 10, PATIENCE).await?;
+    let first_wave = relay_calls();
+    assert!(first_wave >= 3, "the relay was tried until its breaker opened ({first_wave} sessions)");
+    world.send(10..20).await?;
+    world.env.wait_for_events("acme", Status::Sent, 20, PATIENCE).await?;
+    assert_eq!(relay_calls(), first_wave, "the open breaker spared the relay the second wave");
+    let accepted = world.wait_accepted(20).await?;
+    for n in 0..20 {
+        assert_eq!(accepted.get(&address(n)).map(Vec::as_slice), Some(&[ProviderKind::Sendgrid][..]), "u-{n}: {accepted:?}");
+    }
+    let events = world.env.events("acme").await?;
+    let sent_by: Vec<&str> = events.iter().filter(|e| e.status == Status::Sent).filter_map(|e| e.detail.as_deref()).collect();
+    assert!(sent_by.iter().all(|d| d.starts_with("sendgrid accepted")), "{sent_by:?}");
+    let subjects: Vec<_> = world.sandbox.accepted(ProviderKind::Sendgrid).iter().map(|r| r.payload["subject"].clone()).collect();
+    assert!(subjects.contains(&json!("Receipt 7")), "rendered per recipient: {subjects:?}");
+
+    // The relay recovers. After `open_for` one e-mail is the half-open probe; it succeeds, the
+    // breaker closes and traffic returns to SMTP.
+    world.sandbox.set_faults(ProviderKind::Smtp, FaultPlan::default());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    world.send(20..21).await?;
+    world.wait_accepted(21).await?;
+    world.send(21..32).await?;
+    world.env.wait_for_events("acme", Status::Sent, 32, PATIENCE).await?;
+    let accepted = world.wait_accepted(32).await?;
+    for n in 20..32 {
+        assert_eq!(accepted.get(&address(n)).map(Vec::as_slice), Some(&[ProviderKind::Smtp][..]), "u-{n}: {accepted:?}");
+    }
+    world.env.wait_idle(PATIENCE).await?;
+    let total: usize = world.accepted_per_address().values().map(Vec::len).sum();
+    assert_eq!(total, 32, "each e-mail exactly once across both providers");
+    let statuses = count_statuses(&world.env.events("acme").await?);
+    assert_eq!(statuses.get(&Status::Failed), None, "{statuses:?}");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `herald demo`: the whole pipeline end to end on the embedded defaults, with visible results:
 //! the `log` channel's records, push delivered to the APNs, FCM and web push sandboxes, SMS and
-//! calls to the Twilio sandbox (Vonage standing by as SMS failover), e-mail to the SMTP sandbox.
+//! calls to the Twilio sandbox (Vonage standing by as SMS failover), e-mail to the SMTP sandbox
+//! (one recipient's failing over to the SendGrid sandbox), in-app messages to users' inboxes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use herald_sandbox::{ProviderKind, Sandbox};
+use herald_sandbox::{Answer, FaultPlan, ProviderKind, Sandbox};
 use herald_schemas::Channel;
 use herald_schemas::directory::ImportLine;
 
@@ -29,9 +30,11 @@ fn sample(i: usize) -> serde_json::Value {
         17 => serde_json::json!({ "template": "welcome" }),
         33 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "mallory" }] }),
         41 => serde_json::json!({ "template": "welcome", "recipients": [{ "user_id": "bob" }], "channels": ["log", "sms"] }),
+        // Every other one to carol, whose address the demo's SMTP relay refuses for now (451):
+        // her e-mail fails over to SendGrid.
         43 => serde_json::json!({
             "template": "security_alert",
-            "recipients": [{ "user_id": "alice" }],
+            "recipients": [{ "user_id": if (i / 50).is_multiple_of(2) { "alice" } else { "carol" } }],
             "channels": ["sms", "voice", "email", "in_app"],
             "data": { "device": "an unknown phone", "at": "03:12" },
             "priority": "critical",
@@ -62,6 +65,9 @@ fn sample(i: usize) -> serde_json::Value {
         }),
     }
 }
+
+/// The address the demo's SMTP relay refuses with a 451, so her e-mail goes through SendGrid.
+const FAILOVER_ADDRESS: &str = "carol@example.com";
 
 /// The iOS app of the sample tenant (alice's iPhone in config/directory.jsonl has it).
 const DEMO_APP: &str = "com.example.acme";
@@ -97,13 +103,19 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     config.enrich.default_channels = vec![Channel::Log, Channel::Push, Channel::WebPush];
     let config = &config;
     println!(
-        "Provider sandboxes in this process: APNs {}, FCM {}, web push {}, Twilio {}, Vonage {} (what `herald sandbox` runs on its own).",
+        "Provider sandboxes in this process: APNs {}, FCM {}, web push {}, Twilio {}, Vonage {}, SMTP localhost:{}, SendGrid {} (what `herald sandbox` runs on its own).",
         sandbox.apns_url(),
         sandbox.fcm_url(),
         sandbox.web_push_origin(),
         sandbox.twilio_url(),
-        sandbox.vonage_url()
+        sandbox.vonage_url(),
+        sandbox.smtp_port(),
+        sandbox.sendgrid_url()
     );
+    let mut relay = FaultPlan::default();
+    relay.tokens.insert(FAILOVER_ADDRESS.into(), Answer::new(451, "4.3.0").with_message("Local error in processing, try again later"));
+    sandbox.set_faults(ProviderKind::Smtp, relay);
+    println!("The SMTP relay answers 451 for {FAILOVER_ADDRESS}: e-mail to her fails over to SendGrid.");
 
     let connection = app::connect(config, true).await?;
     let nats = &connection.nats;
@@ -125,7 +137,7 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
             lines.len()
         );
         println!(
-            "Tenant acme's APNs key, FCM service account, VAPID keys, Twilio, Vonage and SMTP accounts generated and stored (sealed)."
+            "Tenant acme's APNs key, FCM service account, VAPID keys, Twilio, Vonage, SMTP and SendGrid accounts generated and stored (sealed)."
         );
         for published in crate::template_files::publish_samples(store, config, "acme").await? {
             let what = if published.created { "published" } else { "unchanged" };
@@ -221,6 +233,13 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     }
     if let Some(push) = sandbox.accepted(ProviderKind::Apns).first() {
         println!("For example, APNs received for device {}…:\n  {}", &push.target[..16.min(push.target.len())], push.payload);
+    }
+    if let Some(mail) = sandbox.accepted(ProviderKind::Sendgrid).first() {
+        println!(
+            "SendGrid took over {}'s e-mail {:?} after the relay's 451.",
+            mail.target,
+            mail.payload["subject"].as_str().unwrap_or_default()
+        );
     }
     if let Some(call) = sandbox.accepted(ProviderKind::TwilioVoice).first() {
         println!("And Twilio was asked to call {} with:\n  {}", call.target, call.payload["Twiml"].as_str().unwrap_or_default());

@@ -84,8 +84,9 @@ enum Command {
     Caps(caps::CapsArgs),
 
     /// A tenant's provider credentials through the admin API (APNs keys, FCM service accounts,
-    /// VAPID keys, the webhook signing secret, Twilio and Vonage accounts): list (secrets
-    /// redacted), set from a JSON file, delete. Stored sealed.
+    /// VAPID keys, the webhook signing secret, Twilio and Vonage accounts, SMTP relays, SendGrid
+    /// API keys, the inbox signing secret): list (secrets redacted), set from a JSON file,
+    /// delete. Stored sealed.
     Providers(providers::ProvidersArgs),
 
     /// A tenant's disabled webhook endpoints (their receiver answered 410 Gone) through the admin
@@ -100,8 +101,8 @@ enum Command {
     /// progress) to attach by its key, or delete one before its retention ends.
     Attachments(attachments::AttachmentsArgs),
 
-    /// Run the APNs, FCM, web push, Twilio and Vonage sandboxes (local servers speaking the real
-    /// protocols over TLS) and write what Herald needs to use them: the CA, a tenant's credential files, a
+    /// Run the APNs, FCM, web push, Twilio, Vonage, SMTP and SendGrid sandboxes (local servers
+    /// speaking the real protocols over TLS) and write what Herald needs to use them: the CA, a tenant's credential files, a
     /// browser subscription and a config file. Serves until Ctrl-C, then prints what it received.
     Sandbox(sandbox::SandboxArgs),
 

@@ -13,8 +13,8 @@ use herald_store::Store;
 use crate::config::Config;
 
 /// Starts the sandboxes (free ports, `latency` added to each answer) and points `config` at
-/// them: their CA (written into `dir`) trusted, their URLs the APNs, FCM, Twilio and Vonage
-/// endpoints.
+/// them: their CA (written into `dir`) trusted, their URLs the APNs, FCM, Twilio, Vonage and
+/// SendGrid endpoints (the SMTP relay's port is in each tenant's credentials).
 pub async fn start(config: &mut Config, dir: &Path, latency: Duration) -> anyhow::Result<Sandbox> {
     let sandbox = Sandbox::start(SandboxOptions { latency, ..SandboxOptions::default() }).await?;
     let ca = dir.join("sandbox-ca.pem");
@@ -25,11 +25,13 @@ pub async fn start(config: &mut Config, dir: &Path, latency: Duration) -> anyhow
     config.deliver.fcm.url = sandbox.fcm_url();
     config.deliver.twilio.url = sandbox.twilio_url();
     config.deliver.vonage.url = sandbox.vonage_url();
+    config.deliver.sendgrid.url = sandbox.sendgrid_url();
+    config.deliver.sendgrid.eu_url = sandbox.sendgrid_url();
     Ok(sandbox)
 }
 
-/// Generates `tenant`'s APNs, FCM, VAPID, Twilio and Vonage accounts at the sandboxes and stores them as its
-/// default credentials, as `herald providers set` would.
+/// Generates `tenant`'s APNs, FCM, VAPID, Twilio, Vonage, SMTP and SendGrid accounts at the
+/// sandboxes and stores them as its default credentials, as `herald providers set` would.
 pub async fn register(store: &Store, sandbox: &Sandbox, tenant: &str, topic: &str) -> anyhow::Result<Accounts> {
     let accounts = sandbox.accounts(tenant, topic)?;
     for credentials in credentials(&accounts)? {
@@ -53,7 +55,7 @@ pub fn credentials(accounts: &Accounts) -> anyhow::Result<Vec<Credentials>> {
 }
 
 /// Per provider, the calls the sandbox accepted and refused (repeats included).
-pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 7] {
+pub fn counts(sandbox: &Sandbox) -> [(ProviderKind, usize, usize); 8] {
     let received = sandbox.received();
     ProviderKind::ALL.map(|provider| {
         let theirs = received.iter().filter(|r| r.provider == provider);

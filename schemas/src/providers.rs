@@ -33,6 +33,8 @@ pub enum Credentials {
     Vonage(VonageCredentials),
     /// An SMTP relay for e-mail (SES, Postmark, Mailgun, the company's own).
     Smtp(SmtpCredentials),
+    /// SendGrid v3 Mail Send: the second e-mail provider, for failover.
+    Sendgrid(SendgridCredentials),
     /// The in-app inbox: the secret the tenant's backend signs its users' inbox tokens with.
     Inbox(InboxCredentials),
 }
@@ -159,6 +161,31 @@ pub struct SmtpCredentials {
     pub from: String,
 }
 
+/// A SendGrid account (or subuser) for the v3 Mail Send API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendgridCredentials {
+    /// An API key with the Mail Send permission: `SG.` and the rest, as SendGrid shows it once.
+    #[schemars(with = "String")]
+    pub api_key: Secret,
+    /// A verified sender identity: `no-reply@acme.example` or `Acme <no-reply@acme.example>`.
+    /// Its domain names the messages' `Message-ID`.
+    pub from: String,
+    /// Where the account's data lives: `global` (api.sendgrid.com) or `eu` (api.eu.sendgrid.com,
+    /// for an EU-pinned subuser).
+    #[serde(default)]
+    pub region: SendgridRegion,
+}
+
+/// A SendGrid account's region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SendgridRegion {
+    #[default]
+    Global,
+    Eu,
+}
+
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -187,7 +214,8 @@ impl SmtpCredentials {
 pub const MIN_WEBHOOK_SECRET: usize = 32;
 
 impl Credentials {
-    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`, `inbox`.
+    /// The provider's name: `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`,
+    /// `sendgrid`, `inbox`.
     pub fn provider(&self) -> &'static str {
         match self {
             Credentials::Apns(_) => "apns",
@@ -197,6 +225,7 @@ impl Credentials {
             Credentials::Twilio(_) => "twilio",
             Credentials::Vonage(_) => "vonage",
             Credentials::Smtp(_) => "smtp",
+            Credentials::Sendgrid(_) => "sendgrid",
             Credentials::Inbox(_) => "inbox",
         }
     }
@@ -210,7 +239,7 @@ impl Credentials {
             Credentials::Webhook(_) => &[Route::Webhook],
             Credentials::Twilio(_) => &[Route::Sms, Route::Voice],
             Credentials::Vonage(_) => &[Route::Sms],
-            Credentials::Smtp(_) => &[Route::Email],
+            Credentials::Smtp(_) | Credentials::Sendgrid(_) => &[Route::Email],
             Credentials::Inbox(_) => &[Route::InApp],
         }
     }
@@ -306,12 +335,21 @@ impl Credentials {
                 }
                 Ok(())
             }
+            Credentials::Sendgrid(c) => {
+                let key = c.api_key.expose();
+                if !key.starts_with("SG.") || key.len() < 20 || key.chars().any(char::is_whitespace) {
+                    return bad("the SendGrid `api_key` must be the key SendGrid showed when it was made: `SG.` and the rest".into());
+                }
+                if !sender_is_an_address(&c.from) {
+                    return bad(format!("SendGrid `from` {:?} must be an address, or `Name <address>`", c.from));
+                }
+                Ok(())
+            }
             Credentials::Smtp(c) => {
                 if c.host.trim().is_empty() {
                     return bad("SMTP needs the relay's `host`".into());
                 }
-                let address = c.from.rsplit_once('<').map_or(c.from.as_str(), |(_, a)| a.trim_end_matches('>'));
-                if crate::directory::check_email(address.trim()).is_err() {
+                if !sender_is_an_address(&c.from) {
                     return bad(format!("SMTP `from` {:?} must be an address, or `Name <address>`", c.from));
                 }
                 match (&c.username, &c.password) {
@@ -337,6 +375,7 @@ impl Credentials {
             Credentials::Inbox(c) => c.signing_secret = hidden(),
             Credentials::Twilio(c) => c.auth_token = hidden(),
             Credentials::Vonage(c) => c.api_secret = hidden(),
+            Credentials::Sendgrid(c) => c.api_key = hidden(),
             Credentials::Smtp(c) => {
                 if c.password.is_some() {
                     c.password = Some(hidden());
@@ -347,11 +386,17 @@ impl Credentials {
     }
 }
 
+/// Whether a sender is `address` or `Name <address>`.
+fn sender_is_an_address(from: &str) -> bool {
+    let address = from.rsplit_once('<').map_or(from, |(_, a)| a.trim_end_matches('>'));
+    crate::directory::check_email(address.trim()).is_ok()
+}
+
 /// A stored credential's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct CredentialKey {
     pub tenant: String,
-    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp` or `inbox`.
+    /// `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`, `sendgrid` or `inbox`.
     pub provider: String,
     /// The app id a device names (bundle id, package name) or [`DEFAULT_APP`].
     pub app: String,
@@ -456,5 +501,25 @@ mod tests {
         let Credentials::Smtp(c) = relay(SmtpSecurity::Tls, true, "a@b.example") else { unreachable!() };
         assert_eq!(c.port(), 465);
         assert!(!relay(SmtpSecurity::Starttls, true, "a@b.example").redacted().to_string().contains(r#""pw""#));
+    }
+
+    #[test]
+    fn sendgrid_accounts_are_checked() {
+        let account = |key: &str, from: &str| {
+            let json = serde_json::json!({"provider": "sendgrid", "api_key": key, "from": from});
+            serde_json::from_value::<Credentials>(json).unwrap()
+        };
+        let key = "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";
+        let good = account(key, "Acme <no-reply@acme.example>");
+        assert!(good.validate().is_ok());
+        assert_eq!((good.provider(), good.routes()), ("sendgrid", &[Route::Email][..]));
+        assert!(matches!(&good, Credentials::Sendgrid(c) if c.region == SendgridRegion::Global));
+        assert!(!good.redacted().to_string().contains(key));
+        assert!(account("not-a-sendgrid-key-at-all", "no-reply@acme.example").validate().is_err());
+        assert!(account(key, "Acme").validate().is_err(), "no address");
+        let eu: Credentials =
+            serde_json::from_value(serde_json::json!({"provider": "sendgrid", "api_key": key, "from": "a@b.example", "region": "eu"}))
+                .unwrap();
+        assert!(matches!(eu, Credentials::Sendgrid(c) if c.region == SendgridRegion::Eu));
     }
 }

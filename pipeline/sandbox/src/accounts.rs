@@ -1,6 +1,6 @@
 //! A tenant's accounts at the sandboxes in one call: an APNs team key, an FCM service account, a
-//! VAPID key pair, a Twilio account, a Vonage account and an SMTP login generated, registered with the
-//! sandboxes, and returned as the credential
+//! VAPID key pair, a Twilio account, a Vonage account, an SMTP login and a SendGrid API key
+//! generated, registered with the sandboxes, and returned as the credential
 //! files Herald takes (`herald providers set <provider> <file>`, or the admin API's
 //! `PUT /v1/tenants/{t}/providers/{provider}/{app}` body). The end-to-end push tests use it.
 
@@ -24,6 +24,8 @@ pub struct Accounts {
     pub vonage: Value,
     /// `{host, port, security, username, password, from}`: the SMTP sandbox, STARTTLS and AUTH.
     pub smtp: Value,
+    /// `{api_key, from}`: a SendGrid API key whose verified sender is `from`.
+    pub sendgrid: Value,
     /// The APNs `<team>/<kid>` the sandbox records as the credential of what this key signed.
     pub apns_credential: String,
     /// The VAPID public key browsers subscribe with ([`Sandbox::web_push_subscribe`]).
@@ -32,7 +34,7 @@ pub struct Accounts {
 
 impl Accounts {
     /// `(provider, credentials)` pairs, in the order `herald providers set` would take them.
-    pub fn each(&self) -> [(&'static str, &Value); 6] {
+    pub fn each(&self) -> [(&'static str, &Value); 7] {
         [
             ("apns", &self.apns),
             ("fcm", &self.fcm),
@@ -40,6 +42,7 @@ impl Accounts {
             ("twilio", &self.twilio),
             ("vonage", &self.vonage),
             ("smtp", &self.smtp),
+            ("sendgrid", &self.sendgrid),
         ]
     }
 }
@@ -68,6 +71,9 @@ impl Sandbox {
         self.vonage_add_account(&api_key, &api_secret);
         let (smtp_user, smtp_password) = (format!("{tenant}-mailer"), uuid::Uuid::new_v4().simple().to_string());
         self.smtp_add_account(&smtp_user, &smtp_password);
+        let sender = format!("no-reply@{tenant}.example");
+        let sendgrid_key = format!("SG.{}.{}", &seed[..22], uuid::Uuid::new_v4().simple());
+        self.sendgrid_add_key(&sendgrid_key, &sender);
         Ok(Accounts {
             apns: json!({ "team_id": team_id, "key_id": key_id, "topic": topic, "private_key": key.private_key_pem }),
             fcm: json!({ "service_account": account.json }),
@@ -84,8 +90,9 @@ impl Sandbox {
                 "security": "starttls",
                 "username": smtp_user,
                 "password": smtp_password,
-                "from": format!("{tenant} <no-reply@{tenant}.example>"),
+                "from": format!("{tenant} <{sender}>"),
             }),
+            sendgrid: json!({ "api_key": sendgrid_key, "from": format!("{tenant} <{sender}>") }),
             apns_credential: format!("{team_id}/{key_id}"),
             vapid_public_key: vapid.public_key,
         })

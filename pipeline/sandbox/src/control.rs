@@ -5,7 +5,8 @@
 //! `POST /_sandbox/service-accounts` (FCM: `{project_id, client_email, private_key_id,
 //! public_key_pem}`), `POST /_sandbox/subscriptions` (web push: `{application_server_key?}` →
 //! the subscription JSON), `POST /_sandbox/accounts` (Twilio: `{account_sid, auth_token}`;
-//! Vonage: `{api_key, api_secret}`); and on the Twilio server `POST /_sandbox/stop` (`{number}`
+//! Vonage: `{api_key, api_secret}`; SendGrid: `{api_key, from}`, the key's verified sender); and
+//! on the Twilio server `POST /_sandbox/stop` (`{number}`
 //! replied STOP), `POST /_sandbox/call-outcomes` (`{number, outcome}`: `busy`, `no-answer` …),
 //! `GET /_sandbox/callbacks` (the status callbacks posted, with their signatures).
 
@@ -43,6 +44,12 @@ struct TwilioAccount {
 struct VonageAccount {
     api_key: String,
     api_secret: String,
+}
+
+#[derive(Deserialize)]
+struct SendgridKey {
+    api_key: String,
+    from: String,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +119,13 @@ pub async fn handle(shared: Arc<Shared>, provider: ProviderKind, call: Call) -> 
         ("POST", "accounts") if provider == ProviderKind::Vonage => match serde_json::from_slice::<VonageAccount>(call.body()) {
             Ok(a) => {
                 lock(&shared.vonage_accounts).insert(a.api_key, a.api_secret);
+                empty(204)
+            }
+            Err(e) => bad(e),
+        },
+        ("POST", "accounts") if provider == ProviderKind::Sendgrid => match serde_json::from_slice::<SendgridKey>(call.body()) {
+            Ok(k) => {
+                lock(&shared.sendgrid_keys).insert(k.api_key, k.from);
                 empty(204)
             }
             Err(e) => bad(e),

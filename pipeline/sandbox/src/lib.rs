@@ -1,6 +1,7 @@
-//! Herald's provider sandboxes: local servers that speak APNs, FCM HTTP v1 and web push as the
-//! real services do — over TLS, APNs over HTTP/2 only — verify the credentials they do (provider
-//! JWTs, OAuth assertions and tokens, VAPID), enforce their limits, decrypt web push payloads,
+//! Herald's provider sandboxes: local servers that speak APNs, FCM HTTP v1, web push, Twilio,
+//! Vonage, SMTP and SendGrid as the real services do — over TLS, APNs over HTTP/2 only — verify
+//! the credentials they do (provider JWTs, OAuth assertions and tokens, VAPID, API keys, AUTH),
+//! enforce their limits, decrypt web push payloads,
 //! record every request ([`Received`], accepted or refused, duplicates included) and inject
 //! faults on request ([`FaultPlan`]). Tests run them in-process; `herald sandbox` and `make
 //! demo` run them beside Herald.
@@ -15,6 +16,7 @@ pub mod faults;
 pub mod fcm;
 pub mod keys;
 pub mod record;
+pub mod sendgrid;
 mod server;
 pub mod smtp;
 mod tls;
@@ -50,6 +52,7 @@ pub struct SandboxOptions {
     pub vonage_port: u16,
     /// The SMTP server's port (STARTTLS on the plain connection).
     pub smtp_port: u16,
+    pub sendgrid_port: u16,
     /// Added to every provider answer (a real service's round trip).
     pub latency: Duration,
     /// A new provider token for a key sooner than this after the last new one: 429
@@ -73,6 +76,7 @@ impl Default for SandboxOptions {
             twilio_port: 0,
             vonage_port: 0,
             smtp_port: 0,
+            sendgrid_port: 0,
             latency: Duration::ZERO,
             apns_min_token_age: Duration::from_secs(20 * 60),
             apns_max_token_age: Duration::from_secs(3600),
@@ -115,8 +119,10 @@ pub struct Shared {
     vonage_accounts: Mutex<HashMap<String, String>>,
     /// SMTP user → password (none registered: no AUTH needed).
     smtp_accounts: Mutex<HashMap<String, String>>,
-    /// Per server: APNs, FCM, web push, Twilio, Vonage, SMTP.
-    connections: [Arc<AtomicU64>; 6],
+    /// SendGrid API key → its verified sender address.
+    sendgrid_keys: Mutex<HashMap<String, String>>,
+    /// Per server: APNs, FCM, web push, Twilio, Vonage, SMTP, SendGrid.
+    connections: [Arc<AtomicU64>; 7],
 }
 
 /// The servers' ports.
@@ -128,6 +134,7 @@ struct Ports {
     twilio: u16,
     vonage: u16,
     smtp: u16,
+    sendgrid: u16,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -190,12 +197,16 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let apns_tokens = self.lock_apns().iter().map(|(kid, team)| (kid.clone(), team.tokens_accepted)).collect();
-        let connections =
-            [ProviderKind::Apns, ProviderKind::Fcm, ProviderKind::WebPush, ProviderKind::Twilio, ProviderKind::Vonage, ProviderKind::Smtp]
-                .iter()
-                .zip(&self.connections)
-                .map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed)))
-                .collect();
+        let servers = [
+            ProviderKind::Apns,
+            ProviderKind::Fcm,
+            ProviderKind::WebPush,
+            ProviderKind::Twilio,
+            ProviderKind::Vonage,
+            ProviderKind::Smtp,
+            ProviderKind::Sendgrid,
+        ];
+        let connections = servers.iter().zip(&self.connections).map(|(p, c)| (p.as_str().to_owned(), c.load(Ordering::Relaxed))).collect();
         Stats { apns_tokens, fcm_tokens_issued: self.fcm_tokens_issued.load(Ordering::Relaxed), connections }
     }
 
@@ -208,6 +219,7 @@ impl Shared {
             ProviderKind::Twilio | ProviderKind::TwilioVoice => twilio::standard_answers(),
             ProviderKind::Vonage => vonage::standard_answers(),
             ProviderKind::Smtp => smtp::standard_answers(),
+            ProviderKind::Sendgrid => sendgrid::standard_answers(),
         };
         lock(&self.faults).get_mut(&provider)?.decide(target, &unavailable, &internal, &throttled)
     }
@@ -250,13 +262,13 @@ impl Drop for Tasks {
 }
 
 impl Sandbox {
-    /// Starts the three servers.
+    /// Starts the servers, one per provider.
     pub async fn start(options: SandboxOptions) -> anyhow::Result<Sandbox> {
         let certificates = Arc::new(tls::Certificates::new()?);
         let bind = |port: u16| TcpListener::bind(SocketAddr::new(options.bind, port));
         let (apns, fcm, web) = (bind(options.apns_port).await?, bind(options.fcm_port).await?, bind(options.web_push_port).await?);
         let (twilio, vonage) = (bind(options.twilio_port).await?, bind(options.vonage_port).await?);
-        let smtp = bind(options.smtp_port).await?;
+        let (smtp, sendgrid) = (bind(options.smtp_port).await?, bind(options.sendgrid_port).await?);
         let ports = Ports {
             apns: apns.local_addr()?.port(),
             fcm: fcm.local_addr()?.port(),
@@ -264,6 +276,7 @@ impl Sandbox {
             twilio: twilio.local_addr()?.port(),
             vonage: vonage.local_addr()?.port(),
             smtp: smtp.local_addr()?.port(),
+            sendgrid: sendgrid.local_addr()?.port(),
         };
         let shared = Arc::new(Shared {
             options,
@@ -281,6 +294,7 @@ impl Sandbox {
             twilio_callbacks: Mutex::default(),
             vonage_accounts: Mutex::default(),
             smtp_accounts: Mutex::default(),
+            sendgrid_keys: Mutex::default(),
             connections: Default::default(),
         });
         let h2_only = certificates.server_config(&[b"h2"])?;
@@ -300,6 +314,7 @@ impl Sandbox {
                         ProviderKind::WebPush => web_push::push(shared, call).await,
                         ProviderKind::Twilio | ProviderKind::TwilioVoice => twilio::handle(shared, call).await,
                         ProviderKind::Vonage => vonage::handle(shared, call).await,
+                        ProviderKind::Sendgrid => sendgrid::handle(shared, call).await,
                         ProviderKind::Smtp => server::empty(404),
                     }
                 })
@@ -310,7 +325,8 @@ impl Sandbox {
             tokio::spawn(server::serve(fcm, both.clone(), false, route(ProviderKind::Fcm), shared.connections[1].clone())),
             tokio::spawn(server::serve(web, both.clone(), false, route(ProviderKind::WebPush), shared.connections[2].clone())),
             tokio::spawn(server::serve(twilio, both.clone(), false, route(ProviderKind::Twilio), shared.connections[3].clone())),
-            tokio::spawn(server::serve(vonage, both, false, route(ProviderKind::Vonage), shared.connections[4].clone())),
+            tokio::spawn(server::serve(vonage, both.clone(), false, route(ProviderKind::Vonage), shared.connections[4].clone())),
+            tokio::spawn(server::serve(sendgrid, both, false, route(ProviderKind::Sendgrid), shared.connections[6].clone())),
             tokio::spawn(smtp::serve(smtp, shared.clone(), certificates.server_config(&[])?, shared.connections[5].clone())),
         ];
         Ok(Sandbox { shared, certificates, _tasks: Arc::new(Tasks(tasks)) })
@@ -332,6 +348,16 @@ impl Sandbox {
     /// Vonage's REST base (in place of `https://rest.nexmo.com`).
     pub fn vonage_url(&self) -> String {
         format!("https://localhost:{}", lock(&self.shared.ports).vonage)
+    }
+
+    /// SendGrid's API base (in place of `https://api.sendgrid.com`).
+    pub fn sendgrid_url(&self) -> String {
+        format!("https://localhost:{}", lock(&self.shared.ports).sendgrid)
+    }
+
+    /// Accepts this SendGrid API key, sending as `from` (its verified sender address).
+    pub fn sendgrid_add_key(&self, api_key: &str, from: &str) {
+        lock(&self.shared.sendgrid_keys).insert(api_key.into(), from.into());
     }
 
     /// The SMTP server's port on `localhost` (STARTTLS with the sandbox's certificate).

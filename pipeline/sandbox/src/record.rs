@@ -21,6 +21,8 @@ pub enum ProviderKind {
     Vonage,
     /// The SMTP server: one record per recipient of a message.
     Smtp,
+    /// SendGrid's Mail Send API: one record per recipient of a request.
+    Sendgrid,
 }
 
 impl ProviderKind {
@@ -33,11 +35,12 @@ impl ProviderKind {
             ProviderKind::TwilioVoice => "twilio_voice",
             ProviderKind::Vonage => "vonage",
             ProviderKind::Smtp => "smtp",
+            ProviderKind::Sendgrid => "sendgrid",
         }
     }
 
     /// Every service, in a stable order.
-    pub const ALL: [ProviderKind; 7] = [
+    pub const ALL: [ProviderKind; 8] = [
         ProviderKind::Apns,
         ProviderKind::Fcm,
         ProviderKind::WebPush,
@@ -45,6 +48,7 @@ impl ProviderKind {
         ProviderKind::TwilioVoice,
         ProviderKind::Vonage,
         ProviderKind::Smtp,
+        ProviderKind::Sendgrid,
     ];
 }
 
@@ -61,13 +65,15 @@ pub struct Received {
     /// The refusal's reason (APNs `reason`, FCM `errorCode`, web push text), when refused.
     pub reason: Option<String>,
     /// The protocol headers that matter (`apns-*`; web push `TTL`, `Urgency`, `Topic`,
-    /// `Content-Encoding` and the VAPID `Authorization`).
+    /// `Content-Encoding` and the VAPID `Authorization`; SendGrid's `headers` object).
     pub headers: BTreeMap<String, String>,
     /// The APNs JSON body; the FCM `message`; the decrypted web push plaintext (as JSON when it
-    /// is); Twilio's and Vonage's form parameters (Vonage's `api_secret` left out).
+    /// is); Twilio's and Vonage's form parameters (Vonage's `api_secret` left out); SendGrid's
+    /// JSON body, each attachment's `content` replaced by the decoded file's `size` and `sha256`.
     pub payload: serde_json::Value,
     /// Who signed it: APNs `<team>/<key id>`, FCM the service account's e-mail, web push the
-    /// VAPID public key, Twilio the account SID, Vonage the API key.
+    /// VAPID public key, Twilio the account SID, Vonage the API key, SMTP the AUTH user,
+    /// SendGrid the API key's id (`SG.<id>.…`).
     pub credential: Option<String>,
     /// The id the sandbox answered with (`apns-id`, FCM `name`, web push `Location`).
     pub message_id: Option<String>,

@@ -4,7 +4,7 @@
 //! each accepted message whole (the raw RFC 5322 text, dot-unstuffed) in the shared record, one
 //! entry per recipient, and answers from the fault plan: a scripted reply per recipient at `RCPT
 //! TO` (`550 5.1.1` for a mailbox that does not exist, `452 4.2.2` for a full one), `421` at the
-//! greeting in an outage.
+//! greeting in an outage (recorded with an empty target: no recipient was named).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +65,8 @@ struct Envelope {
 async fn session(stream: Box<dyn Stream>, shared: Arc<Shared>, acceptor: TlsAcceptor) -> std::io::Result<()> {
     let mut io = BufReader::new(stream);
     if let Some(answer) = shared.fault(ProviderKind::Smtp, "") {
+        // Refused before any recipient: recorded with an empty target, as a relay logs it.
+        record(&shared, "", &Envelope::default(), &None, Some(&answer), None);
         io.write_all(reply(&answer).as_bytes()).await?;
         return Ok(());
     }

@@ -25,9 +25,14 @@ enum ProvidersCommand {
     /// apns: {"team_id": "ABCDE12345", "key_id": "KEY1234567", "topic": "com.example.app", "private_key": "<the .p8 file>"};
     /// fcm: {"service_account": <the service-account JSON file Google gives out>};
     /// web_push: {"subject": "mailto:ops@example.com", "public_key": "<base64url>", "private_key": "<base64url>"};
-    /// webhook: {"secret": "<at least 32 characters, e.g. from `openssl rand -base64 32`>"}.
+    /// webhook: {"secret": "<at least 32 characters, e.g. from `openssl rand -base64 32`>"};
+    /// twilio: {"account_sid": "AC…", "auth_token": "…", "from": "+15005550006"} (or "messaging_service_sid": "MG…");
+    /// vonage: {"api_key": "…", "api_secret": "…", "from": "Acme"};
+    /// smtp: {"host": "smtp.example.com", "port": 587, "security": "starttls"|"tls"|"none", "username": "…", "password": "…", "from": "Acme <no-reply@acme.example>"};
+    /// sendgrid: {"api_key": "SG.…", "from": "Acme <no-reply@acme.example>", "region": "global"|"eu"};
+    /// inbox: {"signing_secret": "<at least 32 characters>"}.
     Set {
-        /// `apns`, `fcm`, `web_push` or `webhook`.
+        /// `apns`, `fcm`, `web_push`, `webhook`, `twilio`, `vonage`, `smtp`, `sendgrid` or `inbox`.
         provider: String,
         /// The credentials file (`-` for standard input).
         file: String,

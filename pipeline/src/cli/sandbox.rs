@@ -1,6 +1,6 @@
-//! `herald sandbox`: the APNs, FCM, web push, Twilio and Vonage sandboxes as a process beside
-//! Herald, for trying real push and SMS without Apple's, Google's, a browser vendor's, Twilio's
-//! or Vonage's accounts. It generates one tenant's
+//! `herald sandbox`: the APNs, FCM, web push, Twilio, Vonage, SMTP and SendGrid sandboxes as a
+//! process beside Herald, for trying real push, SMS, calls and e-mail without Apple's, Google's,
+//! a browser vendor's, Twilio's, Vonage's or SendGrid's accounts. It generates one tenant's
 //! accounts, writes everything Herald needs into a directory (the CA, the credential files
 //! `herald providers set` takes, a browser subscription, a config file) and serves until
 //! Ctrl-C or SIGTERM, then prints what each sandbox received.
@@ -22,7 +22,8 @@ use crate::app;
 pub struct SandboxArgs {
     /// Where to write the CA, the credential files, a browser subscription and the config file
     /// (`ca.pem`, `apns.json`, `fcm.json`, `web_push.json`, `twilio.json`, `vonage.json`,
-    /// `smtp.json`, `subscription.json`, `herald.toml`, and `sandbox.json` with the URLs, written last).
+    /// `smtp.json`, `sendgrid.json`, `subscription.json`, `herald.toml`, and `sandbox.json` with the
+    /// URLs, written last).
     #[arg(long, default_value = "data/sandbox")]
     dir: PathBuf,
     /// The tenant whose accounts are generated (the credential files are its).
@@ -53,6 +54,9 @@ pub struct SandboxArgs {
     /// The SMTP server's port (STARTTLS, AUTH); 0: any free port.
     #[arg(long, default_value_t = 47525)]
     smtp_port: u16,
+    /// The SendGrid Mail Send sandbox's port; 0: any free port.
+    #[arg(long, default_value_t = 47448)]
+    sendgrid_port: u16,
     /// Added to every answer, as a real service's round trip (e.g. `5ms`).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -68,13 +72,21 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         twilio_port: args.twilio_port,
         vonage_port: args.vonage_port,
         smtp_port: args.smtp_port,
+        sendgrid_port: args.sendgrid_port,
         latency: args.latency,
         ..SandboxOptions::default()
     };
     let sandbox = Sandbox::start(options).await.with_context(|| {
         format!(
-            "cannot start the sandboxes on {} ports {}, {}, {}, {} and {} (another sandbox running? pick other ports with --apns-port, --fcm-port, --web-push-port, --twilio-port, --vonage-port, or 0 for any)",
-            args.bind, args.apns_port, args.fcm_port, args.web_push_port, args.twilio_port, args.vonage_port
+            "cannot start the sandboxes on {} ports {}, {}, {}, {}, {}, {} and {} (another sandbox running? pick other ports with --apns-port, --fcm-port, --web-push-port, --twilio-port, --vonage-port, --smtp-port, --sendgrid-port, or 0 for any)",
+            args.bind,
+            args.apns_port,
+            args.fcm_port,
+            args.web_push_port,
+            args.twilio_port,
+            args.vonage_port,
+            args.smtp_port,
+            args.sendgrid_port
         )
     })?;
     let written = write_files(&sandbox, &args)?;
@@ -86,6 +98,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     println!("  Twilio    {}  (SMS and calls; number +15005550006)", sandbox.twilio_url());
     println!("  Vonage    {}  (SMS)", sandbox.vonage_url());
     println!("  SMTP      localhost:{}  (STARTTLS, AUTH; messages kept whole)", sandbox.smtp_port());
+    println!("  SendGrid  {}  (v3 Mail Send; e-mail failover)", sandbox.sendgrid_url());
     println!("\nWritten to {}:", args.dir.display());
     for (file, what) in &written {
         println!("  {:<18} {what}", file);
@@ -94,11 +107,11 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let tenant = &args.tenant;
     println!("\nPoint Herald at them and give it the credentials:");
     println!("  herald --config {dir}/herald.toml up");
-    for provider in ["apns", "fcm", "web_push", "twilio", "vonage", "smtp"] {
+    for provider in ["apns", "fcm", "web_push", "twilio", "vonage", "smtp", "sendgrid"] {
         println!("  herald --config {dir}/herald.toml providers set {provider} {dir}/{provider}.json --tenant {tenant}");
     }
     println!("\nEach server also answers the control API (trust {dir}/ca.pem):");
-    println!("  GET    /_sandbox/received[?provider=apns|fcm|web_push|twilio|twilio_voice|vonage]");
+    println!("  GET    /_sandbox/received[?provider=apns|fcm|web_push|twilio|twilio_voice|vonage|smtp|sendgrid]");
     println!("                                                            every request, accepted or refused, repeats included");
     println!("  DELETE /_sandbox/received                                 forget them");
     println!("  PUT    /_sandbox/faults                                   inject failures (a fault plan, JSON)");
@@ -149,6 +162,8 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
         "web_push_origin": sandbox.web_push_origin(),
         "twilio_url": sandbox.twilio_url(),
         "vonage_url": sandbox.vonage_url(),
+        "smtp_port": sandbox.smtp_port(),
+        "sendgrid_url": sandbox.sendgrid_url(),
         "apns_credential": accounts.apns_credential,
         "vapid_public_key": accounts.vapid_public_key,
     });
@@ -161,6 +176,7 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
         ("twilio.json", "its Twilio account (SMS and calls), for `herald providers set twilio`"),
         ("vonage.json", "its Vonage account (SMS failover), for `herald providers set vonage`"),
         ("smtp.json", "its SMTP relay login (STARTTLS, AUTH), for `herald providers set smtp`"),
+        ("sendgrid.json", "its SendGrid API key (e-mail failover), for `herald providers set sendgrid`"),
         ("subscription.json", "a browser subscribed with that VAPID key: `herald directory device put <user> browser --file …`"),
         ("herald.toml", "a config file that points Herald at the sandboxes (push, web push, SMS, voice and e-mail enabled)"),
         ("sandbox.json", "the URLs, for scripts"),
@@ -191,12 +207,17 @@ url = "{twilio}"
 
 [deliver.vonage]
 url = "{vonage}"
+
+[deliver.sendgrid]
+url = "{sendgrid}"
+eu_url = "{sendgrid}"
 "#,
         ca = toml::Value::String(ca.display().to_string()),
         apns = sandbox.apns_url(),
         fcm = sandbox.fcm_url(),
         twilio = sandbox.twilio_url(),
         vonage = sandbox.vonage_url(),
+        sendgrid = sandbox.sendgrid_url(),
     )
 }
 

@@ -10,6 +10,7 @@ use crate::http::TlsConfig;
 use crate::providers::apns::ApnsConfig;
 use crate::providers::fcm::FcmConfig;
 use crate::providers::log::LogConfig;
+use crate::providers::sendgrid::SendgridConfig;
 use crate::providers::smtp::SmtpConfig;
 use crate::providers::twilio::TwilioConfig;
 use crate::providers::vonage::VonageConfig;
@@ -47,7 +48,9 @@ pub struct DeliverConfig {
     pub vonage: VonageConfig,
     /// E-mail through each tenant's SMTP relay.
     pub smtp: SmtpConfig,
-    /// The order SMS providers are tried in, for every tenant and per tenant.
+    /// SendGrid: e-mail through the v3 Mail Send API.
+    pub sendgrid: SendgridConfig,
+    /// The order SMS and e-mail providers are tried in, for every tenant and per tenant.
     pub failover: Failover,
 }
 
@@ -55,25 +58,29 @@ pub struct DeliverConfig {
 /// sends when the one before it is down (its breaker open, or it answered an outage or a
 /// slow-down) or the tenant has no account with it. A provider that gave no answer at all (a
 /// timeout: it may have sent) is not failed over from but retried, so no message goes out twice.
+/// A tenant with an account at only some of them is served by those: the others are passed over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Failover {
     /// SMS providers: `twilio`, `vonage`.
     pub sms: Vec<String>,
+    /// E-mail providers: `smtp`, `sendgrid`.
+    pub email: Vec<String>,
     /// A tenant's own order, e.g. `[deliver.failover.tenants.acme] sms = ["vonage", "twilio"]`.
     pub tenants: BTreeMap<String, TenantFailover>,
 }
 
-/// One tenant's provider order.
+/// One tenant's provider order; a channel it leaves out follows the deployment's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantFailover {
-    pub sms: Vec<String>,
+    pub sms: Option<Vec<String>>,
+    pub email: Option<Vec<String>>,
 }
 
 impl Default for Failover {
     fn default() -> Self {
-        Failover { sms: vec!["twilio".into(), "vonage".into()], tenants: BTreeMap::new() }
+        Failover { sms: vec!["twilio".into(), "vonage".into()], email: vec!["smtp".into(), "sendgrid".into()], tenants: BTreeMap::new() }
     }
 }
 
@@ -91,6 +98,7 @@ impl Default for DeliverConfig {
             twilio: TwilioConfig::default(),
             vonage: VonageConfig::default(),
             smtp: SmtpConfig::default(),
+            sendgrid: SendgridConfig::default(),
             failover: Failover::default(),
         }
     }

@@ -104,10 +104,10 @@ impl<K: KeyValue> Deliver<K> {
         }
     }
 
-    /// Calls the provider under a ticket and records what it said. With `failover`, a refusal
-    /// another provider of the chain may not share ([`may_fail_over`]) releases the delivery
-    /// for it instead.
-    async fn send(&self, gate: &Gate, ticket: Ticket, delivery: &Delivery, meta: &Meta, probe: bool, failover: bool) -> Try {
+    /// Calls the provider under a ticket and records what it said. A refusal the chain may get
+    /// past ([`Handoff::takes`]) releases the delivery for the next provider, or for a retry of
+    /// the ones before, instead.
+    async fn send(&self, gate: &Gate, ticket: Ticket, delivery: &Delivery, meta: &Meta, probe: bool, handoff: Handoff) -> Try {
         let provider = gate.provider.name().to_owned();
         if ticket.took_over {
             warn!(delivery_id = %delivery.delivery_id, provider, "An earlier holder's lease ran out before it recorded an outcome; sending again with the same idempotency key.");
@@ -146,7 +146,7 @@ impl<K: KeyValue> Deliver<K> {
             }
         };
         self.alert(gate, gate.breaker.record(probe, error.class == Class::Outage)).await;
-        if failover && may_fail_over(&error) {
+        if handoff.takes(&error) {
             if let Err(e) = self.states.release(&ticket).await {
                 warn!(error = %e, delivery_id = %delivery.delivery_id, "Could not release the delivery for the next provider; it takes it over as the same attempt.");
             }
@@ -356,6 +356,23 @@ enum Try {
     Next(ProviderError),
 }
 
+/// Where a provider stands in its route's chain, for what its refusal leads to.
+#[derive(Debug, Clone, Copy)]
+struct Handoff {
+    /// Another provider comes after it.
+    next: bool,
+    /// A provider before it is down (refused as an outage, or its breaker is open): the
+    /// delivery waits for that one rather than fail because this one has no account.
+    behind_outage: bool,
+}
+
+impl Handoff {
+    /// Whether `error` passes the delivery on rather than settling it here.
+    fn takes(self, error: &ProviderError) -> bool {
+        (self.next && may_fail_over(error)) || (self.behind_outage && error.class == Class::Permanent && error.code == "no_credentials")
+    }
+}
+
 /// Whether a refusal lets the next provider send: the provider answered that it is down or
 /// asks to slow down, refused the connection, or the tenant has no account with it. Never
 /// after no answer at all (a timeout, a connection lost mid-call): the provider may have sent
@@ -408,8 +425,8 @@ impl<K: KeyValue> Stage for Deliver<K> {
                     continue;
                 }
             };
-            let failover = i + 1 < chain.len();
-            let attempt = self.admitted(gate, &delivery, meta, probe, failover).await;
+            let handoff = Handoff { next: i + 1 < chain.len(), behind_outage: passed.iter().any(|(_, e)| e.retryable()) };
+            let attempt = self.admitted(gate, &delivery, meta, probe, handoff).await;
             // Whatever did not reach the provider leaves the probe slot to another delivery.
             gate.breaker.abandon(probe);
             match attempt {
@@ -421,9 +438,10 @@ impl<K: KeyValue> Stage for Deliver<K> {
                 }
             }
         }
-        // No provider took it: every breaker open, or the last ones open after the first failed.
+        // No provider took it: every breaker open, the last ones open after the first failed, or
+        // those after a failed one without an account. Retried as the last outage answered.
         let detail = passed.iter().map(|(p, e)| format!("{p}: {}", e.detail)).collect::<Vec<_>>().join("; ");
-        let answered = passed.iter().rev().find(|(_, e)| e.code != "circuit_open");
+        let answered = passed.iter().rev().find(|(_, e)| e.retryable() && e.code != "circuit_open");
         let code = answered.map_or("circuit_open".to_owned(), |(_, e)| e.code.clone());
         let retry_after = answered.and_then(|(_, e)| e.retry_after).map_or(open_for, |r| Some(open_for.map_or(r, |o| o.min(r))));
         let mut error = StageError::outage(code, format!("no provider of route {} took it ({detail})", self.route));
@@ -433,7 +451,7 @@ impl<K: KeyValue> Stage for Deliver<K> {
 }
 
 impl<K: KeyValue> Deliver<K> {
-    async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool, failover: bool) -> Try {
+    async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool, handoff: Handoff) -> Try {
         // Held until the outcome is written: bounds what a crash can leave in `sending`.
         let _permit = match gate.permit(delivery.priority).await {
             Ok(permit) => permit,
@@ -452,7 +470,7 @@ impl<K: KeyValue> Deliver<K> {
                 Err(error) => return Try::Done(Err(error)),
             };
         Try::Done(match begun {
-            Begin::Send(ticket) => return self.send(gate, ticket, delivery, meta, probe, failover).await,
+            Begin::Send(ticket) => return self.send(gate, ticket, delivery, meta, probe, handoff).await,
             Begin::Sent { mine: true, provider, provider_message_id, .. } => Self::sent(meta, delivery, &provider, &provider_message_id),
             Begin::Sent { mine: false, by, provider, provider_message_id } => {
                 let detail = format!("already sent through {provider} as {provider_message_id} by message #{by}");

@@ -356,6 +356,25 @@ async fn an_outage_or_a_missing_account_fails_over_to_the_next_provider_once() {
 }
 
 #[tokio::test]
+async fn a_failover_provider_without_an_account_leaves_the_first_ones_outage_to_retry() {
+    let no_account = || Err(ProviderError::permanent("no_credentials", "tenant `acme` has no Vonage account"));
+    let (stage, twilio, vonage, _) = chain(vec![refused(true), ok("t-1")], vec![no_account()]);
+    let err = stage.process(text(1), &meta(1, 1)).await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.reason.as_str()),
+        (ErrorKind::Outage, "unavailable"),
+        "held for Twilio's outage, not failed for Vonage's missing account: {err:?}"
+    );
+    assert!(err.detail.contains("vonage: tenant `acme` has no Vonage account"), "{err:?}");
+    assert_eq!(status(&stage.process(text(1), &meta(1, 2)).await.unwrap()), Status::Sent, "Twilio back: sent there");
+    assert_eq!((calls(&twilio), calls(&vonage)), (2, 1));
+    // No account anywhere is no outage: it fails, for good.
+    let (stage, _, _, _) = chain(vec![no_account()], vec![no_account()]);
+    let out = stage.process(text(2), &meta(2, 1)).await.unwrap();
+    assert_eq!((status(&out), out.events()[0].reason.as_deref()), (Status::Failed, Some("no_credentials")));
+}
+
+#[tokio::test]
 async fn no_answer_is_retried_on_the_same_provider_never_failed_over() {
     let timeout = ProviderError::outage("timeout", "no answer in 10 s");
     let (stage, twilio, vonage, _) = chain(vec![Err(timeout), ok("t-1")], vec![]);

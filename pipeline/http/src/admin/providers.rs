@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::announce::changed;
 use crate::error::{Answer, ApiError};
 
-const PROVIDERS: [&str; 8] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage", "smtp", "inbox"];
+const PROVIDERS: [&str; 9] = ["apns", "fcm", "web_push", "webhook", "twilio", "vonage", "smtp", "sendgrid", "inbox"];
 
 fn check_provider(provider: &str) -> Result<(), ApiError> {
     if PROVIDERS.contains(&provider) {

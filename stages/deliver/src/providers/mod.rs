@@ -7,9 +7,11 @@
 
 pub mod apns;
 pub mod attachments;
+pub mod email;
 pub mod fcm;
 pub mod inbox;
 pub mod log;
+pub mod sendgrid;
 pub mod smtp;
 pub mod twilio;
 pub mod vonage;
@@ -231,6 +233,9 @@ impl Gate {
     }
 }
 
+/// A route's gates by provider name, for `deliver.failover` to order.
+type GatesByName = HashMap<&'static str, Arc<Gate>>;
+
 /// Which providers serve a route, in order: a tenant's own chain first, else the deployment's.
 #[derive(Clone, Default)]
 pub struct Providers {
@@ -282,9 +287,9 @@ impl Providers {
     }
 
     /// The deployment's providers, from configuration: `log` always; APNs, FCM, web push,
-    /// webhooks, SMS (Twilio, Vonage, in `deliver.failover` order), voice (Twilio) and e-mail
-    /// (SMTP) when
-    /// `ports` gives them the tenants' credentials.
+    /// webhooks, SMS (Twilio, Vonage), voice (Twilio), e-mail (SMTP, SendGrid) and the in-app
+    /// inbox when `ports` gives them the tenants' credentials, SMS and e-mail in
+    /// `deliver.failover` order.
     pub fn from_config(config: &DeliverConfig, ports: Option<ProviderPorts>) -> Result<Self, BuildError> {
         let log = log::LogSink::from_config(&config.log)?;
         let mut providers = Providers::new().with(Route::Log, Arc::new(log), config.concurrency);
@@ -309,32 +314,62 @@ impl Providers {
             let (t, v) = (config.twilio.guards(), config.vonage.guards());
             let smtp = smtp::Smtp::new(&config.smtp, &config.tls, config.send_timeout, ports.credentials.clone())?
                 .with_attachments(ports.attachments.clone());
+            let sendgrid = sendgrid::Sendgrid::new(&config.sendgrid, &config.tls, config.send_timeout, ports.credentials.clone())?
+                .with_attachments(ports.attachments.clone());
             providers = providers
                 .with_gate(Route::Apns, gate(Route::Apns, Arc::new(apns), &a))
                 .with_gate(Route::Fcm, gate(Route::Fcm, Arc::new(fcm), &f))
                 .with_gate(Route::WebPush, gate(Route::WebPush, Arc::new(web_push), &w))
                 .with_gate(Route::Webhook, gate(Route::Webhook, Arc::new(webhook), &h))
-                .with_gate(Route::Voice, gate(Route::Voice, Arc::new(voice_twilio), &t))
-                .with_gate(Route::Email, gate(Route::Email, Arc::new(smtp), &config.smtp.guards()));
-            let sms: HashMap<&str, Arc<Gate>> = HashMap::from([
-                ("twilio", Arc::new(gate(Route::Sms, Arc::new(sms_twilio), &t))),
-                ("vonage", Arc::new(gate(Route::Sms, Arc::new(vonage), &v))),
-            ]);
-            let chain = |names: &[String], what: &str| -> Result<Vec<Arc<Gate>>, BuildError> {
-                names
-                    .iter()
-                    .map(|name| {
-                        sms.get(name.as_str()).cloned().ok_or_else(|| BuildError {
-                            provider: "sms",
-                            detail: format!("{what} names `{name}`, which is no SMS provider (twilio, vonage)"),
+                .with_gate(Route::Voice, gate(Route::Voice, Arc::new(voice_twilio), &t));
+            // The routes with a choice of providers: each chain in `deliver.failover` order.
+            let choices: [(Route, &str, GatesByName); 2] = [
+                (
+                    Route::Sms,
+                    "sms",
+                    HashMap::from([
+                        ("twilio", Arc::new(gate(Route::Sms, Arc::new(sms_twilio), &t))),
+                        ("vonage", Arc::new(gate(Route::Sms, Arc::new(vonage), &v))),
+                    ]),
+                ),
+                (
+                    Route::Email,
+                    "email",
+                    HashMap::from([
+                        ("smtp", Arc::new(gate(Route::Email, Arc::new(smtp), &config.smtp.guards()))),
+                        ("sendgrid", Arc::new(gate(Route::Email, Arc::new(sendgrid), &config.sendgrid.guards()))),
+                    ]),
+                ),
+            ];
+            for (route, channel, gates) in &choices {
+                let chain = |names: &[String], what: &str| -> Result<Vec<Arc<Gate>>, BuildError> {
+                    let mut known: Vec<&str> = gates.keys().copied().collect();
+                    known.sort_unstable();
+                    if names.is_empty() {
+                        return Err(BuildError {
+                            provider: "failover",
+                            detail: format!("{what} is empty; name at least one of {}", known.join(", ")),
+                        });
+                    }
+                    names
+                        .iter()
+                        .map(|name| {
+                            gates.get(name.as_str()).cloned().ok_or_else(|| BuildError {
+                                provider: "failover",
+                                detail: format!("{what} names `{name}`, which is no {channel} provider ({})", known.join(", ")),
+                            })
                         })
-                    })
-                    .collect()
-            };
-            providers.defaults.insert(Route::Sms, chain(&config.failover.sms, "deliver.failover.sms")?);
-            for (tenant, order) in &config.failover.tenants {
-                let what = format!("deliver.failover.tenants.{tenant}.sms");
-                providers.tenants.insert((tenant.clone(), Route::Sms), chain(&order.sms, &what)?);
+                        .collect()
+                };
+                let order = if *route == Route::Sms { &config.failover.sms } else { &config.failover.email };
+                providers.defaults.insert(*route, chain(order, &format!("deliver.failover.{channel}"))?);
+                for (tenant, own) in &config.failover.tenants {
+                    let names = if *route == Route::Sms { own.sms.as_ref() } else { own.email.as_ref() };
+                    if let Some(names) = names {
+                        let what = format!("deliver.failover.tenants.{tenant}.{channel}");
+                        providers.tenants.insert((tenant.clone(), *route), chain(names, &what)?);
+                    }
+                }
             }
             if let Some(sink) = ports.inbox {
                 providers = providers.with(Route::InApp, Arc::new(inbox::Inbox::new(sink)), config.concurrency);

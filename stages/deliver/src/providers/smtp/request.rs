@@ -7,46 +7,20 @@ use herald_schemas::Delivery;
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Attachment as LettreAttachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment as LettreAttachment, MultiPart, SinglePart};
 
 use crate::ProviderError;
 use crate::providers::attachments::File;
-
-/// The headers a template may set (others are Herald's or the relay's to write).
-const ALLOWED_HEADERS: [&str; 3] = ["List-Unsubscribe", "List-Unsubscribe-Post", "Reply-To"];
-
-/// The `Message-ID` of a delivery.
-pub fn message_id(delivery: &Delivery, from: &Mailbox) -> String {
-    format!("<{}@{}>", delivery.delivery_id, from.email.domain())
-}
+use crate::providers::email::Body;
+pub use crate::providers::email::message_id;
 
 /// Builds the message, with `files` attached (multipart/mixed around the body).
 pub fn message(delivery: &Delivery, from: &str, files: &[File]) -> Result<Message, ProviderError> {
-    let from: Mailbox = from
-        .parse()
-        .map_err(|e| ProviderError::permanent("invalid_sender", format!("the tenant's SMTP `from` {from:?} is not a mailbox: {e}")))?;
-    let to: Mailbox = delivery
-        .address
-        .parse()
-        .map_err(|e| ProviderError::permanent("invalid_address", format!("{:?} is not an e-mail address: {e}", delivery.address)))?;
-    let content = delivery.content.as_ref();
-    let part = |name: &str| content.and_then(|c| c.parts.get(name)).filter(|p| !p.is_empty()).cloned();
-    let subject = part("subject").ok_or_else(|| {
-        ProviderError::permanent(
-            "no_subject",
-            format!("template `{}` rendered no `subject` for email; add one to its [email] part", delivery.template),
-        )
-    })?;
-    let body = match (part("text"), part("html")) {
-        (Some(text), Some(html)) => MultiPart::alternative_plain_html(text, html),
-        (Some(text), None) => MultiPart::mixed().singlepart(SinglePart::plain(text)),
-        (None, Some(html)) => MultiPart::mixed().singlepart(SinglePart::html(html)),
-        (None, None) => {
-            return Err(ProviderError::permanent(
-                "no_body",
-                format!("template `{}` rendered neither `text` nor `html` for email", delivery.template),
-            ));
-        }
+    let email = crate::providers::email::email(delivery, from, "the tenant's SMTP `from`")?;
+    let body = match email.body {
+        Body::Both { text, html } => MultiPart::alternative_plain_html(text, html),
+        Body::Text(text) => MultiPart::mixed().singlepart(SinglePart::plain(text)),
+        Body::Html(html) => MultiPart::mixed().singlepart(SinglePart::html(html)),
     };
     let body = if files.is_empty() {
         body
@@ -63,19 +37,17 @@ pub fn message(delivery: &Delivery, from: &str, files: &[File]) -> Result<Messag
         }
         mixed
     };
-    let id = message_id(delivery, &from);
     let mut message = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(subject)
-        .message_id(Some(id))
+        .from(email.from)
+        .to(email.to)
+        .subject(email.subject)
+        .message_id(Some(email.message_id))
         .multipart(body)
         .map_err(|e| ProviderError::permanent("invalid_message", format!("cannot build the message: {e}")))?;
-    for (name, value) in content.map(|c| c.headers.iter()).into_iter().flatten() {
-        let Some(allowed) = ALLOWED_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(name)) else { continue };
-        let name = HeaderName::new_from_ascii((*allowed).to_owned())
-            .map_err(|e| ProviderError::permanent("invalid_header", format!("header {allowed}: {e}")))?;
-        message.headers_mut().insert_raw(HeaderValue::new(name, value.clone()));
+    for (name, value) in email.headers {
+        let name = HeaderName::new_from_ascii(name.to_owned())
+            .map_err(|e| ProviderError::permanent("invalid_header", format!("header {name}: {e}")))?;
+        message.headers_mut().insert_raw(HeaderValue::new(name, value));
     }
     Ok(message)
 }
