@@ -24,6 +24,7 @@ use reqwest::Method;
 use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(60);
+const MAIL_PROVIDERS: [ProviderKind; 2] = [ProviderKind::Smtp, ProviderKind::Sendgrid];
 
 fn relay(port: u16, password: &str) -> Credentials {
     Credentials::Smtp(SmtpCredentials {
@@ -271,24 +272,11 @@ impl MailWorld {
 
     /// Accepted e-mails per address, over both providers.
     fn accepted_per_address(&self) -> HashMap<String, Vec<ProviderKind>> {
-        let mut per_address: HashMap<String, Vec<ProviderKind>> = HashMap::new();
-        let received = self.sandbox.received();
-        for r in received.into_iter().filter(|r| r.accepted() && matches!(r.provider, ProviderKind::Smtp | ProviderKind::Sendgrid)) {
-            per_address.entry(r.target.clone()).or_default().push(r.provider);
-        }
-        per_address
+        herald_tests::accepted_per_target(&self.sandbox, &MAIL_PROVIDERS)
     }
 
     async fn wait_accepted(&self, n: usize) -> anyhow::Result<HashMap<String, Vec<ProviderKind>>> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let accepted = self.accepted_per_address();
-            if accepted.values().map(Vec::len).sum::<usize>() >= n {
-                return Ok(accepted);
-            }
-            ensure!(Instant::now() < deadline, "only {} e-mails accepted of {n}: {accepted:?}", accepted.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        herald_tests::wait_accepted(&self.sandbox, &MAIL_PROVIDERS, n, PATIENCE).await
     }
 }
 

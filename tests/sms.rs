@@ -30,6 +30,7 @@ use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const FROM: &str = "+15005550006";
+const SMS_PROVIDERS: [ProviderKind; 2] = [ProviderKind::Twilio, ProviderKind::Vonage];
 
 fn phone(n: usize) -> String {
     format!("+1415555{:04}", 1000 + n)
@@ -390,28 +391,11 @@ impl World {
 
     /// Accepted SMS per phone number, over both providers.
     fn accepted_per_phone(&self) -> HashMap<String, Vec<ProviderKind>> {
-        let mut per_phone: HashMap<String, Vec<ProviderKind>> = HashMap::new();
-        for r in self
-            .sandbox
-            .received()
-            .into_iter()
-            .filter(|r| r.accepted() && matches!(r.provider, ProviderKind::Twilio | ProviderKind::Vonage))
-        {
-            per_phone.entry(r.target.clone()).or_default().push(r.provider);
-        }
-        per_phone
+        herald_tests::accepted_per_target(&self.sandbox, &SMS_PROVIDERS)
     }
 
     async fn wait_accepted(&self, n: usize) -> anyhow::Result<HashMap<String, Vec<ProviderKind>>> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let accepted = self.accepted_per_phone();
-            if accepted.values().map(Vec::len).sum::<usize>() >= n {
-                return Ok(accepted);
-            }
-            ensure!(Instant::now() < deadline, "only {} SMS accepted of {n}: {accepted:?}", accepted.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        herald_tests::wait_accepted(&self.sandbox, &SMS_PROVIDERS, n, PATIENCE).await
     }
 }
 

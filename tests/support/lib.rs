@@ -440,3 +440,34 @@ pub async fn sandbox_with_ca(
     std::fs::write(&ca_file, sandbox.ca_pem())?;
     Ok((sandbox, ca_file, dir))
 }
+
+/// What `providers` accepted, per target (phone number, address), in arrival order: the
+/// sandboxes' own records, repeats included — how a failover test counts "once across both".
+pub fn accepted_per_target(
+    sandbox: &herald_sandbox::Sandbox,
+    providers: &[herald_sandbox::ProviderKind],
+) -> HashMap<String, Vec<herald_sandbox::ProviderKind>> {
+    let mut per_target: HashMap<String, Vec<herald_sandbox::ProviderKind>> = HashMap::new();
+    for r in sandbox.received().into_iter().filter(|r| r.accepted() && providers.contains(&r.provider)) {
+        per_target.entry(r.target.clone()).or_default().push(r.provider);
+    }
+    per_target
+}
+
+/// Waits until `providers` accepted `n` calls in all; returns them per target.
+pub async fn wait_accepted(
+    sandbox: &herald_sandbox::Sandbox,
+    providers: &[herald_sandbox::ProviderKind],
+    n: usize,
+    patience: Duration,
+) -> anyhow::Result<HashMap<String, Vec<herald_sandbox::ProviderKind>>> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let accepted = accepted_per_target(sandbox, providers);
+        if accepted.values().map(Vec::len).sum::<usize>() >= n {
+            return Ok(accepted);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "only {} of {n} calls accepted: {accepted:?}", accepted.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

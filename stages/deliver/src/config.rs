@@ -78,6 +78,20 @@ pub struct TenantFailover {
     pub email: Option<Vec<String>>,
 }
 
+impl Failover {
+    /// The deployment's order for `route` (the routes with a choice: SMS and e-mail).
+    pub fn order(&self, route: herald_schemas::Route) -> &[String] {
+        if route == herald_schemas::Route::Email { &self.email } else { &self.sms }
+    }
+}
+
+impl TenantFailover {
+    /// The tenant's own order for `route`, when it has one.
+    pub fn order(&self, route: herald_schemas::Route) -> Option<&[String]> {
+        if route == herald_schemas::Route::Email { self.email.as_deref() } else { self.sms.as_deref() }
+    }
+}
+
 impl Default for Failover {
     fn default() -> Self {
         Failover { sms: vec!["twilio".into(), "vonage".into()], email: vec!["smtp".into(), "sendgrid".into()], tenants: BTreeMap::new() }

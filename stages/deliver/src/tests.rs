@@ -414,3 +414,42 @@ async fn a_stop_records_the_opt_out_and_later_texts_to_the_number_are_opted_out_
     assert_eq!((status(&out), out.events().len()), (Status::OptedOut, 1));
     assert_eq!((calls(&twilio), calls(&vonage)), (1, 0));
 }
+
+#[tokio::test]
+async fn failover_orders_come_from_config_per_route_and_tenant() {
+    use crate::config::{Failover, TenantFailover};
+    use crate::providers::ProviderPorts;
+    let ports = || ProviderPorts {
+        credentials: Arc::new(crate::ports::memory::MemoryCredentials::default()),
+        devices: Arc::new(MemoryDevices::default()),
+        alerts: Arc::new(MemoryAlerts::default()),
+        attachments: None,
+        inbox: None,
+        rates: Arc::new(|_, _| panic!("no rate limit is configured")),
+    };
+    let build = |failover: Failover| {
+        let config = DeliverConfig { failover, ..DeliverConfig::default() };
+        Providers::from_config(&config, Some(ports()))
+    };
+    let names = |providers: &Providers, tenant: &str, route: Route| -> Vec<String> {
+        providers.chain(tenant, route).iter().map(|g| g.provider.name().to_owned()).collect()
+    };
+    let defaults = build(Failover::default()).unwrap();
+    assert_eq!(names(&defaults, "acme", Route::Sms), ["twilio", "vonage"]);
+    assert_eq!(names(&defaults, "acme", Route::Email), ["smtp", "sendgrid"]);
+    let acme = TenantFailover { sms: None, email: Some(vec!["sendgrid".into()]) };
+    let failover =
+        Failover { email: vec!["sendgrid".into(), "smtp".into()], tenants: [("acme".into(), acme)].into(), ..Failover::default() };
+    let providers = build(failover).unwrap();
+    assert_eq!(names(&providers, "globex", Route::Email), ["sendgrid", "smtp"], "the deployment's order");
+    assert_eq!(names(&providers, "acme", Route::Email), ["sendgrid"], "the tenant's own");
+    assert_eq!(names(&providers, "acme", Route::Sms), ["twilio", "vonage"], "a channel the tenant left out follows the deployment");
+
+    let unknown = build(Failover { email: vec!["smtp".into(), "mailgun".into()], ..Failover::default() }).unwrap_err();
+    assert!(
+        unknown.to_string().contains("deliver.failover.email names `mailgun`, which is no email provider (sendgrid, smtp)"),
+        "{unknown}"
+    );
+    let empty = build(Failover { sms: vec![], ..Failover::default() }).unwrap_err();
+    assert!(empty.to_string().contains("deliver.failover.sms is empty"), "{empty}");
+}

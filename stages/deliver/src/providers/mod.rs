@@ -361,11 +361,9 @@ impl Providers {
                         })
                         .collect()
                 };
-                let order = if *route == Route::Sms { &config.failover.sms } else { &config.failover.email };
-                providers.defaults.insert(*route, chain(order, &format!("deliver.failover.{channel}"))?);
+                providers.defaults.insert(*route, chain(config.failover.order(*route), &format!("deliver.failover.{channel}"))?);
                 for (tenant, own) in &config.failover.tenants {
-                    let names = if *route == Route::Sms { own.sms.as_ref() } else { own.email.as_ref() };
-                    if let Some(names) = names {
+                    if let Some(names) = own.order(*route) {
                         let what = format!("deliver.failover.tenants.{tenant}.{channel}");
                         providers.tenants.insert((tenant.clone(), *route), chain(names, &what)?);
                     }
