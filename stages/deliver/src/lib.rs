@@ -415,6 +415,12 @@ impl<K: KeyValue> Stage for Deliver<K> {
         let mut open_for: Option<Duration> = None;
         let mut passed: Vec<(String, ProviderError)> = Vec::new();
         for (i, gate) in chain.iter().enumerate() {
+            // The permit first, the breaker's word second: a delivery that waited for a permit
+            // while the breaker opened is held, not sent to a provider known to be down.
+            let permit = match gate.permit(delivery.priority).await {
+                Ok(permit) => permit,
+                Err(e) => return Err(StageError::outage("stopping", e.to_string())),
+            };
             let (admission, change) = gate.breaker.admit();
             self.alert(gate, change).await;
             let probe = match admission {
@@ -426,7 +432,7 @@ impl<K: KeyValue> Stage for Deliver<K> {
                 }
             };
             let handoff = Handoff { next: i + 1 < chain.len(), behind_outage: passed.iter().any(|(_, e)| e.retryable()) };
-            let attempt = self.admitted(gate, &delivery, meta, probe, handoff).await;
+            let attempt = self.admitted(gate, permit, &delivery, meta, probe, handoff).await;
             // Whatever did not reach the provider leaves the probe slot to another delivery.
             gate.breaker.abandon(probe);
             match attempt {
@@ -451,12 +457,9 @@ impl<K: KeyValue> Stage for Deliver<K> {
 }
 
 impl<K: KeyValue> Deliver<K> {
-    async fn admitted(&self, gate: &Gate, delivery: &Delivery, meta: &Meta, probe: bool, handoff: Handoff) -> Try {
-        // Held until the outcome is written: bounds what a crash can leave in `sending`.
-        let _permit = match gate.permit(delivery.priority).await {
-            Ok(permit) => permit,
-            Err(e) => return Try::Done(Err(StageError::outage("stopping", e.to_string()))),
-        };
+    /// `_permit` is held until the outcome is written: it bounds what a crash can leave in
+    /// `sending`.
+    async fn admitted(&self, gate: &Gate, _permit: CallPermit, delivery: &Delivery, meta: &Meta, probe: bool, handoff: Handoff) -> Try {
         // Before the delivery's lease is taken: a wait for the rate never runs a lease out.
         if let Some(rate) = &gate.rate
             && let Err(e) = rate.acquire().await

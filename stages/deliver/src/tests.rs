@@ -293,6 +293,53 @@ async fn an_open_breaker_holds_deliveries_without_calling_and_alerts_once_per_ch
     assert!(alerts.raised().iter().all(|a| a.route == Some(Route::Log) && a.provider.as_deref() == Some("scripted")));
 }
 
+/// A provider that takes its time to answer each call with an outage.
+struct SlowOutage(Arc<Scripted>);
+
+impl Provider for SlowOutage {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn send<'a>(&'a self, _delivery: &'a Delivery) -> SendFuture<'a> {
+        Box::pin(async move {
+            *self.0.calls.lock().unwrap() += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(ProviderError::outage("unavailable", "503"))
+        })
+    }
+}
+
+/// Deliveries queued behind the route's permits while its breaker opens are held when their
+/// turn comes, not sent to the provider just found down: the breaker is asked after the permit.
+#[tokio::test]
+async fn deliveries_waiting_for_a_permit_when_the_breaker_opens_are_held_not_sent() {
+    let counter = Arc::new(Scripted::default());
+    let breaker = BreakerConfig { failures_to_open: 2, open_for: Duration::from_secs(60) };
+    let gate = Gate::new(Arc::new(SlowOutage(counter.clone())), GateConfig { concurrency: 2, breaker, ..GateConfig::default() });
+    let stage = Arc::new(Deliver::new(
+        Route::Log,
+        Arc::new(Providers::new().with_gate(Route::Log, gate)),
+        MemoryKv::new(),
+        DeliverConfig::default(),
+    ));
+    let waves: Vec<_> = (0..20u64)
+        .map(|n| {
+            let stage = stage.clone();
+            tokio::spawn(async move {
+                let d = Delivery { delivery_id: uuid::Uuid::from_u128(100 + u128::from(n)), ..delivery() };
+                stage.process(d, &meta(n + 1, 1)).await.unwrap_err()
+            })
+        })
+        .collect();
+    let mut held = 0;
+    for wave in waves {
+        let error = wave.await.unwrap();
+        held += usize::from(error.reason == "circuit_open");
+    }
+    assert_eq!(*counter.calls.lock().unwrap(), 2, "two calls (the permits) found the outage; no other delivery called");
+    assert_eq!(held, 18, "the other 18 were held by the open breaker");
+}
+
 /// A provider of its own name, for chains.
 struct Named(&'static str, Arc<Scripted>);
 
