@@ -239,7 +239,8 @@ async fn a_twilio_call_says_the_text_in_the_recipients_language_and_its_outcome_
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say language=\"ko-KR\">주문하신 상품이 발송되었습니다</Say></Response>"
     );
     assert_eq!(calls[0].payload["MachineDetection"], "Enable");
-    assert_eq!(calls[0].payload["StatusCallback"], callback.as_str());
+    let own = format!("{callback}/acme/{}", call(1).delivery_id);
+    assert_eq!(calls[0].payload["StatusCallback"], own.as_str(), "the delivery's own callback URL");
 
     // initiated, ringing, in-progress, completed for the first; initiated, ringing, busy for the other.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -172,6 +172,30 @@ impl Nats {
         Ok(herald_schemas::ids::notification_id(tenant, sequence, stored_at_ms))
     }
 
+    /// The payload of the deliver stream's message at `sequence` (a delivery as deliver read
+    /// it), or `None` once the stream's max age removed it.
+    pub async fn deliver_message(&self, sequence: u64) -> Result<Option<Bytes>, Error> {
+        let name = self.topology.stream_name(topology::role::DELIVER);
+        let stream = self.js.get_stream(&name).await.map_err(|e| Error::jetstream(&name, e))?;
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => Ok(Some(message.payload)),
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(Error::jetstream(&name, e)),
+        }
+    }
+
+    /// Publishes a provider's verified receipt on `<prefix>.receipts.<tenant>.<provider>` with
+    /// `Nats-Msg-Id = <receipt id>` (a receipt posted twice is stored once) and waits for the ack.
+    pub async fn publish_receipt(&self, receipt: &herald_schemas::Receipt) -> Result<u64, Error> {
+        herald_schemas::directory::check_tenant(&receipt.tenant).map_err(|e| Error::Invalid(e.detail))?;
+        let subject = self.topology.receipts_subject(&receipt.tenant, &receipt.provider);
+        let body = Bytes::from(serde_json::to_vec(receipt).map_err(|e| Error::Invalid(e.to_string()))?);
+        let publish = jetstream::message::PublishMessage::build().payload(body).message_id(receipt.receipt_id.to_string());
+        let ack = self.js.send_publish(subject.clone(), publish).await.map_err(|e| Error::jetstream(&subject, e))?;
+        let ack = ack.await.map_err(|e| Error::jetstream(&subject, e))?;
+        Ok(ack.sequence)
+    }
+
     /// Like [`publish_request`](Self::publish_request), on ingest's `lane`
     /// (`<prefix>.requests.<tenant>.<lane>`; the plain subject for `normal`).
     pub async fn publish_request_in(

@@ -120,6 +120,7 @@ pub mod role {
     pub const CANCEL: &str = "CANCEL";
     pub const ALERTS: &str = "ALERTS";
     pub const INBOX: &str = "INBOX";
+    pub const RECEIPTS: &str = "RECEIPTS";
 }
 
 /// Stages whose input is split into priority lanes.
@@ -189,6 +190,11 @@ impl Topology {
             .collect()
     }
 
+    /// The subject a provider's verified receipt is published on (`<p>.receipts.<tenant>.<provider>`).
+    pub fn receipts_subject(&self, tenant: &str, provider: &str) -> String {
+        format!("{}.receipts.{tenant}.{provider}", self.config.prefix)
+    }
+
     /// The subject of a tracking event.
     pub fn events_subject(&self, tenant: &str, status: &str) -> String {
         format!("{}.events.{tenant}.{status}", self.config.prefix)
@@ -241,7 +247,7 @@ impl Topology {
                 "track" => tokens.next(),
                 _ => tokens.nth(1),
             },
-            "events" | "inbox" => tokens.next(),
+            "events" | "inbox" | "receipts" => tokens.next(),
             "dlq" => tokens.nth(1),
             _ => None,
         }
@@ -266,6 +272,7 @@ impl Topology {
             "deliver" => role::DELIVER,
             "track" => role::TRACK,
             "cancel" => role::CANCEL,
+            "receipts" => role::RECEIPTS,
             _ => return None,
         };
         let base = match (stage, route) {
@@ -277,7 +284,7 @@ impl Topology {
         Some(ConsumerRef { stream: self.stream_name(role), durable })
     }
 
-    /// Whether a stage's input is split into priority lanes (all but track and cancel).
+    /// Whether a stage's input is split into priority lanes (all but track, cancel and receipts).
     pub fn is_laned(&self, stage: &str) -> bool {
         LANED.contains(&stage)
     }
@@ -336,6 +343,11 @@ impl Topology {
             spec(role::DLQ, vec![format!("{p}.dlq.*.*")], "Dead letters: messages a stage gave up on, with the reason in headers"),
             spec(role::CANCEL, vec![format!("{p}.cancel.*")], "Producers' cancels of scheduled and deferred notifications"),
             spec(role::ALERTS, vec![format!("{p}.alerts.*")], "Operators' alerts: provider breakers opening and closing"),
+            spec(
+                role::RECEIPTS,
+                vec![format!("{p}.receipts.*.*")],
+                "Providers' verified receipts (status callbacks), per tenant and provider",
+            ),
             stream::Config {
                 max_age: self.config.inbox_retention,
                 // Apps page through a user's history by direct gets, one subject per user.
@@ -391,6 +403,7 @@ impl Topology {
         }
         add("track", None, Priority::Normal, format!("{p}.stage.track.*"));
         add("cancel", None, Priority::Normal, format!("{p}.cancel.*"));
+        add("receipts", None, Priority::Normal, format!("{p}.receipts.*.*"));
         // Ingest's normal lane also reads the plain `<p>.requests.<tenant>`.
         for (_, config) in consumers.iter_mut().filter(|(_, c)| c.durable_name.as_deref() == Some("ingest")) {
             config.filter_subjects = vec![format!("{p}.requests.*"), std::mem::take(&mut config.filter_subject)];
@@ -455,6 +468,7 @@ mod tests {
             (t.lane_subject(Hop::Dedupe, Some(Priority::Low), "acme", None), Some("acme")),
             (t.requests_lane_subject("acme", Priority::High), Some("acme")),
             (t.cancel_subject("acme"), Some("acme")),
+            (t.receipts_subject("acme", "twilio"), Some("acme")),
             (t.hop_subject(Hop::Track, "acme", None), Some("acme")),
             (t.events_subject("acme", "sent"), Some("acme")),
             (t.dlq_subject("render", "acme"), Some("acme")),
@@ -483,7 +497,13 @@ mod tests {
                 }
             }
         }
-        for subject in [t.requests_subject("acme"), t.requests_lane_subject("acme", Priority::Critical), t.cancel_subject("acme")] {
+        let front = [
+            t.requests_subject("acme"),
+            t.requests_lane_subject("acme", Priority::Critical),
+            t.cancel_subject("acme"),
+            t.receipts_subject("acme", "twilio"),
+        ];
+        for subject in front {
             let readers = consumers.iter().filter(|(_, c)| filters(c).iter().any(|f| matches(f, &subject))).count();
             assert_eq!(readers, 1, "exactly one consumer reads {subject}");
         }

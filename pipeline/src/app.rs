@@ -18,7 +18,7 @@ use herald_render::{NoTracking, Render};
 use herald_schemas::{Priority, Route};
 use herald_stage::Stage;
 use herald_throttle::Throttle;
-use herald_track::Track;
+use herald_track::{DeliveryArchive, Receipts, Track};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -315,14 +315,20 @@ pub async fn start(
                         spawn(&mut running, (nats, lanes, runtime), config, deliver, Some(route), cancel);
                     }
                 }
-                StageKind::Track => spawn(&mut running, (nats, lanes, runtime), config, Track, None, cancel),
+                StageKind::Track => {
+                    spawn(&mut running, (nats, lanes, runtime), config, Track, None, cancel);
+                    // Providers' receipts, beside the tracking stream they report to.
+                    let kv = nats.kv(&topology.dedupe_bucket()).await?;
+                    let receipts = Receipts::new(kv, NatsArchive(nats.clone()), config.receipts.clone());
+                    spawn(&mut running, (nats, lanes, runtime), config, receipts, None, cancel);
+                }
             }
         }
     }
     Ok(running)
 }
 
-/// Runs `stage` on its consumers of `lanes` (track and cancel, which have one, with the `normal`
+/// Runs `stage` on its consumers of `lanes` (track, cancel and receipts, which have one, with the `normal`
 /// lane). The lanes share the stage value and its ports; each has its own runner, so a backlog in
 /// one lane never delays another.
 fn spawn<S: Stage>(
@@ -442,6 +448,19 @@ impl herald_deliver::ports::InboxSink for NatsInbox {
         Box::pin(async move {
             self.0.publish_inbox(tenant, user, msg_id, payload).await.map_err(|e| herald_stage::PortError::unavailable("inbox stream", e))
         })
+    }
+}
+
+/// The deliveries deliver read, in the deliver stream.
+struct NatsArchive(Nats);
+
+impl DeliveryArchive for NatsArchive {
+    async fn delivery(&self, sequence: u64) -> Result<Option<herald_schemas::Delivery>, herald_stage::PortError> {
+        let store = "deliver stream";
+        let Some(payload) = self.0.deliver_message(sequence).await.map_err(|e| herald_stage::PortError::unavailable(store, e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&payload).map(Some).map_err(|e| herald_stage::PortError::decode(store, format!("message #{sequence}: {e}")))
     }
 }
 

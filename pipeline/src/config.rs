@@ -15,6 +15,7 @@ use herald_nats::{RunnerConfig, TopologyConfig};
 use herald_render::RenderConfig;
 use herald_store::{CacheConfig, StoreConfig};
 use herald_throttle::ThrottleConfig;
+use herald_track::ReceiptsConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
@@ -32,6 +33,7 @@ pub struct Config {
     pub deliver: DeliverConfig,
     pub throttle: ThrottleConfig,
     pub attachments: AttachmentsConfig,
+    pub receipts: ReceiptsConfig,
 }
 
 /// Where NATS is.
@@ -168,6 +170,16 @@ impl Config {
                 cap.name,
                 cap.window,
                 show(t.dedupe_ttl)
+            ));
+        }
+        if let Err(e) = self.receipts.redial.check() {
+            problems.push(e);
+        }
+        if let Some(callback) = &self.deliver.twilio.status_callback
+            && !(callback.starts_with("https://") || callback.starts_with("http://"))
+        {
+            problems.push(format!(
+                "deliver.twilio.status_callback ({callback:?}) is not an http(s) URL: give Herald's public receipt URL, e.g. https://herald.example.com/v1/receipts/twilio"
             ));
         }
         if let Err(e) = herald_schemas::directory::check_timezone(&self.throttle.default_timezone) {

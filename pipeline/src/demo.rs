@@ -101,6 +101,11 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
         }
     }
     config.enrich.default_channels = vec![Channel::Log, Channel::Push, Channel::WebPush];
+    // The API on a free port, for Twilio's status callbacks (receipts) to come back to.
+    let api =
+        anyhow::Context::context(tokio::net::TcpListener::bind("127.0.0.1:0").await, "cannot listen on 127.0.0.1 for the demo's API")?;
+    config.deliver.twilio.status_callback = Some(format!("http://{}/v1/receipts/twilio", api.local_addr()?));
+    config.api.admin_token = Some(herald_schemas::Secret::new(uuid::Uuid::new_v4().simple().to_string()));
     let config = &config;
     println!(
         "Provider sandboxes in this process: APNs {}, FCM {}, web push {}, Twilio {}, Vonage {}, SMTP localhost:{}, SendGrid {} (what `herald sandbox` runs on its own).",
@@ -143,6 +148,10 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
             let what = if published.created { "published" } else { "unchanged" };
             println!("Template {} version {} ({what}; config/templates/{}).", published.id, published.version, published.id);
         }
+    }
+    if let Some(store) = &resources.store {
+        crate::cli::serve::serve_api(config, api, store.clone(), nats.clone(), &cancel)?;
+        println!("Twilio's status callbacks come back to {}.", config.deliver.twilio.status_callback.as_deref().unwrap_or_default());
     }
     let running = app::start(nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     println!("All {} stage consumers running in this process.", running.stats.len());

@@ -81,6 +81,17 @@ pub struct Delivery {
     /// on with one compare-and-swap instead of reading it first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<ClaimRef>,
+    /// For a voice call redialled after a busy or unanswered receipt: the first call's
+    /// delivery id (this delivery's own id is `ids::redial_id` of it and `redial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redial_of: Option<Uuid>,
+    /// Which redial this is (1 for the first); 0 for a first call.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redial: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A producer's dedupe key with its window, as carried by a delivery.

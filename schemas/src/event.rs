@@ -104,6 +104,14 @@ pub enum Status {
     /// Twilio 21610): the opt-out is recorded in the store, and every later delivery to them on
     /// that channel is `opted_out`. Reported beside the delivery's own `opted_out`.
     Unsubscribed,
+    /// The provider reports the message reached the recipient (an SMS delivery receipt, a call
+    /// answered and completed). From a receipt, after `sent`.
+    Delivered,
+    /// The provider reports it could not reach the recipient after accepting the message (an
+    /// SMS carrier's refusal, a call busy, unanswered or failed); `reason` is the provider's
+    /// status or error code. From a receipt, after `sent`. A voice call may be redialled per
+    /// `receipts.redial`: the new call is another delivery (`redial_of` names the first).
+    Undelivered,
 }
 
 impl Status {
@@ -132,6 +140,8 @@ impl Status {
             Status::TokenInvalidated => "token_invalidated",
             Status::DeadLettered => "dead_lettered",
             Status::Unsubscribed => "unsubscribed",
+            Status::Delivered => "delivered",
+            Status::Undelivered => "undelivered",
         }
     }
 }

@@ -43,6 +43,18 @@ pub fn delivery_id(notification_id: Uuid, recipient_key: &str, channel: Channel,
     Uuid::new_v5(&notification_id, format!("{recipient_key}\0{channel}\0{address}").as_bytes())
 }
 
+/// The delivery id of redial `redial` (1, 2 …) of the call `first` (the first call's delivery
+/// id): the same busy receipt reported twice schedules one redial, never two.
+pub fn redial_id(first: Uuid, redial: u32) -> Uuid {
+    Uuid::new_v5(&first, format!("redial\0{redial}").as_bytes())
+}
+
+/// The id of a provider's receipt: `provider`'s report of `status` for its message
+/// `provider_message_id`. A receipt the provider posts again has the same id.
+pub fn receipt_id(provider: &str, provider_message_id: &str, status: &str) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, format!("receipt\0{provider}\0{provider_message_id}\0{status}").as_bytes())
+}
+
 /// The event id of a state change reported by `stage` about `subject` (a delivery id, or the
 /// notification id for notification-level events) on delivery attempt `attempt` of its input.
 pub fn event_id(subject: Uuid, stage: &str, status: Status, attempt: u32) -> Uuid {

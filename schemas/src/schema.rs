@@ -4,7 +4,9 @@ use schemars::{JsonSchema, schema_for};
 
 use crate::caps::TenantCaps;
 use crate::directory::ImportLine;
-use crate::{Alert, CancelRequest, Credentials, Delivery, FanoutPage, Notification, NotificationRequest, TemplateSpec, TrackEvent};
+use crate::{
+    Alert, CancelRequest, Credentials, Delivery, FanoutPage, Notification, NotificationRequest, Receipt, TemplateSpec, TrackEvent,
+};
 
 /// One generated schema file.
 #[derive(Debug, Clone)]
@@ -36,6 +38,7 @@ pub fn schema_files() -> Vec<SchemaFile> {
         file::<TenantCaps>("tenant-caps.v1.schema.json"),
         file::<Alert>("alert.v1.schema.json"),
         file::<Credentials>("provider-credentials.v1.schema.json"),
+        file::<Receipt>("receipt.v1.schema.json"),
     ]
 }
 

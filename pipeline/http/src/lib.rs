@@ -28,6 +28,10 @@
 //! | GET, DELETE | `/opt-outs?channel=&address=` | recorded STOPs |
 //! | PUT, DELETE | `/attachments/{key}` | the file's bytes, streamed / `{ref, size, sha256}` (201) |
 //!
+//! Beside them, without the admin token: `/v1/inbox/{tenant}/…` (apps, with user tokens) and
+//! `POST /v1/receipts/twilio/{tenant}/{delivery}` (Twilio's status callbacks, checked by
+//! `X-Twilio-Signature`; see [`receipts`]).
+//!
 //! The bodies are the types of `herald_schemas::api`, shared with the CLI. Errors are
 //! `{"error": {"code", "message"}}` with 400 (invalid), 401, 404, 422 (a template that does not
 //! compile or render with its sample data: `problems` lists each with its locale, channel, part,
@@ -41,6 +45,7 @@ pub mod auth;
 mod config;
 pub mod error;
 pub mod inbox;
+pub mod receipts;
 
 use std::sync::Arc;
 
@@ -68,6 +73,15 @@ pub struct AppState {
     pub default_caps: Arc<Vec<herald_schemas::Cap>>,
     /// Where producers upload attachments.
     pub attachments: herald_attachments::Attachments,
+    /// The public receipt URLs providers post to.
+    pub receipts: ReceiptUrls,
+}
+
+/// The public bases of the receipt URLs deliver gives providers (what they sign).
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptUrls {
+    /// `deliver.twilio.status_callback`.
+    pub twilio: Option<String>,
 }
 
 /// The whole router.
@@ -78,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth::admin_token))
         // Apps, with their users' tokens (never the admin token).
         .nest("/v1/inbox/{tenant}", inbox::routes().route_layer(middleware::from_fn(auth::tenant_in_path)))
+        // Providers, authenticated by their own signatures.
+        .nest("/v1/receipts", receipts::routes())
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }

@@ -57,6 +57,17 @@ async fn start_api(
     let listener = tokio::net::TcpListener::bind(&config.api.listen).await.with_context(|| {
         format!("cannot listen on {} for the admin API; change api.listen (empty turns the API off)", config.api.listen)
     })?;
+    serve_api(config, listener, store, nats, cancel)
+}
+
+/// Serves the API (admin, inbox, receipts) on `listener` in the background until `cancel` fires.
+pub fn serve_api(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    store: herald_store::Store,
+    nats: herald_nats::Nats,
+    cancel: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let token = config.api.token_or_generate()?;
     if config.api.admin_token.is_none() {
         eprintln!("Admin API on http://{}; its token is in {}.", listener.local_addr()?, config.api.token_file.display());
@@ -65,7 +76,8 @@ async fn start_api(
     }
     let engine = Arc::new(herald_render::Engine::new(config.render.clone(), Arc::new(herald_render::NoTracking)));
     let attachments = herald_attachments::Attachments::open(&config.attachments)?;
-    let state = AppState { store, nats, token, engine, default_caps: Arc::new(config.throttle.caps.clone()), attachments };
+    let receipts = herald_http::ReceiptUrls { twilio: config.deliver.twilio.status_callback.clone() };
+    let state = AppState { store, nats, token, engine, default_caps: Arc::new(config.throttle.caps.clone()), attachments, receipts };
     let cancel = cancel.clone();
     Ok(tokio::spawn(async move { Ok(herald_http::serve(listener, state, cancel).await?) }))
 }

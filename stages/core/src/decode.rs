@@ -45,6 +45,12 @@ impl Decode for TrackEvent {
     }
 }
 
+impl Decode for herald_schemas::Receipt {
+    fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        json("Receipt", body)
+    }
+}
+
 impl Decode for CancelRequest {
     fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         json("CancelRequest", body)

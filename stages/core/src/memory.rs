@@ -157,6 +157,8 @@ pub fn delivery(id: u128) -> herald_schemas::Delivery {
         quiet_hours: None,
         dedupe: None,
         claim: None,
+        redial_of: None,
+        redial: 0,
     }
 }
 

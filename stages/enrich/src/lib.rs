@@ -260,6 +260,8 @@ impl<'a> Resolver<'a> {
             quiet_hours: contact.and_then(|c| c.preferences.quiet_hours.clone()),
             dedupe: request.dedupe().ok().flatten().map(|(key, window)| DedupeKey { key, window_secs: window.as_secs() }),
             claim: None,
+            redial_of: None,
+            redial: 0,
         };
         self.outcome.push(Hop::Render, &delivery, None)
     }

@@ -420,6 +420,8 @@ pub fn sample_delivery(spec: &TemplateSpec, channel: Channel, locale: &str, data
         quiet_hours: None,
         dedupe: None,
         claim: None,
+        redial_of: None,
+        redial: 0,
     }
 }
 

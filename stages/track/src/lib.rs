@@ -5,8 +5,12 @@
 //! analysts and operators read it. Published with `Nats-Msg-Id = <event_id>:track`, so an event
 //! reported twice (a redelivered stage message re-reports with the same deterministic id)
 //! appears once.
-//! Provider receipts (status callbacks, bounces, opens, clicks) and the notification log join
-//! here with the tracking capability.
+//! Provider receipts are read by [`receipts`], the stage beside this one; bounces, opens,
+//! clicks and the notification log join here with the tracking capability.
+
+pub mod receipts;
+
+pub use receipts::{DeliveryArchive, Receipts, ReceiptsConfig, RedialPolicy};
 
 use herald_schemas::TrackEvent;
 use herald_stage::{Hop, Meta, Outcome, Stage, StageError};

@@ -12,8 +12,11 @@ crate::providers::provider_config! {
     pub struct TwilioConfig {
         /// The REST API's base: `POST <url>/2010-04-01/Accounts/<sid>/Messages.json` and `…/Calls.json`.
         pub url: String,
-        /// Where Twilio posts each message's and call's status changes (`StatusCallback`):
-        /// Herald's receipt endpoint, or any receiver. Unset: no callbacks.
+        /// The base of Herald's public Twilio receipt URL, e.g.
+        /// `https://herald.example.com/v1/receipts/twilio`: each message and call gets
+        /// `<base>/<tenant>/<delivery id>` as its `StatusCallback`, and the receiver checks
+        /// `X-Twilio-Signature` over exactly that URL. Unset: no callbacks (no `delivered`, no
+        /// redials).
         pub status_callback: Option<String>,
         /// Voice: the `<Say>` voice (`alice`, `Polly.Seoyeon`, `Google.ko-KR-Standard-A` …).
         /// Unset: Twilio's default for the language.

@@ -25,6 +25,13 @@ fn body(delivery: &Delivery) -> Result<&str, ProviderError> {
     })
 }
 
+/// The delivery's own status callback URL: `<deliver.twilio.status_callback>/<tenant>/<delivery
+/// id>`, so Herald's receiver knows whose auth token signed it and which delivery it is about.
+pub fn callback(delivery: &Delivery, config: &TwilioConfig) -> Option<String> {
+    let base = config.status_callback.as_deref()?.trim_end_matches('/');
+    Some(format!("{base}/{}/{}", delivery.tenant, delivery.delivery_id))
+}
+
 /// The form of a message.
 pub fn message(
     delivery: &Delivery,
@@ -44,8 +51,8 @@ pub fn message(
         }
     }
     form.push(("Body", body(delivery)?.to_owned()));
-    if let Some(url) = &config.status_callback {
-        form.push(("StatusCallback", url.clone()));
+    if let Some(url) = callback(delivery, config) {
+        form.push(("StatusCallback", url));
     }
     // Twilio drops a message still queued after its validity: the notification's expiry.
     if let Some(expires_at) = delivery.expires_at {
@@ -62,8 +69,8 @@ pub fn call(delivery: &Delivery, account: &TwilioCredentials, config: &TwilioCon
         .clone()
         .ok_or_else(|| ProviderError::permanent("no_sender", "a call needs a number: the tenant's Twilio account has no `from`"))?;
     let mut form = vec![("To", delivery.address.clone()), ("From", from), ("Twiml", twiml(delivery, config)?)];
-    if let Some(url) = &config.status_callback {
-        form.push(("StatusCallback", url.clone()));
+    if let Some(url) = callback(delivery, config) {
+        form.push(("StatusCallback", url));
         form.push(("StatusCallbackEvent", "initiated ringing answered completed".into()));
     }
     if let Some(detection) = &config.machine_detection {

@@ -64,7 +64,8 @@ fn a_message_is_sent_from_the_number_or_the_messaging_service() {
     assert_eq!(field(&form, "To"), Some("+821012345678"));
     assert_eq!(field(&form, "From"), Some("+15005550006"));
     assert_eq!(field(&form, "Body"), Some("Your code is 1234"));
-    assert_eq!(field(&form, "StatusCallback"), Some("https://herald.example/v1/receipts/twilio"));
+    let own = format!("https://herald.example/v1/receipts/twilio/{}/{}", d.tenant, d.delivery_id);
+    assert_eq!(field(&form, "StatusCallback"), Some(own.as_str()), "the delivery's own receipt URL");
     assert_eq!(field(&form, "ValidityPeriod"), Some("600"), "the notification's expiry");
     let service = format!("MG{}", "1f".repeat(16));
     let form = message(&d, &account(Some("+15005550006"), Some(&service)), &config, now).unwrap();
@@ -93,6 +94,8 @@ fn a_call_says_the_text_in_the_recipients_language() {
     assert_eq!(field(&form, "MachineDetection"), Some("DetectMessageEnd"));
     assert_eq!(field(&form, "Timeout"), Some("30"));
     assert_eq!(field(&form, "StatusCallbackEvent"), Some("initiated ringing answered completed"));
+    let own = format!("https://herald.example/cb/{}/{}", d.tenant, d.delivery_id);
+    assert_eq!(field(&form, "StatusCallback"), Some(own.as_str()));
     assert_eq!(call(&d, &account(None, Some(&format!("MG{}", "1f".repeat(16)))), &config).unwrap_err().code, "no_sender");
     // The language is the rendered text's: a user in de-DE reading the default (English) text
     // hears it in Twilio's default, not in German.

@@ -1,0 +1,331 @@
+//! Receipts: what providers report after they accepted a delivery.
+//!
+//! In: a provider's [`Receipt`], verified by the HTTP receiver (Twilio's `X-Twilio-Signature`)
+//! and published on `<prefix>.receipts.<tenant>.<provider>`.
+//! Out:
+//! - `delivered` (an SMS delivery receipt; a call answered and completed) or `undelivered` (an
+//!   SMS the carrier refused; a call busy, unanswered, failed or cancelled) about the delivery,
+//!   with the provider's status or error code as the reason;
+//! - for a call whose outcome is in `receipts.redial.on`, while redials are left: a redial — a
+//!   copy of the call as a new delivery (`ids::redial_id`), scheduled with the broker into
+//!   throttle `receipts.redial.after` from now (throttle checks expiry, caps and quiet hours again),
+//!   with a `deferred` event (`reason` `redial`) about it;
+//! - nothing for a provider's intermediate statuses (`queued`, `sent`, `ringing` …).
+//!
+//! The delivery is found through its state in the dedupe bucket (`sent` names the deliver
+//! message that sent it) and that message in the deliver stream. A receipt that races ahead of
+//! deliver's `sent` is retried; one for a delivery that was never sent, or whose provider id
+//! differs, is dead-lettered with the reason.
+//! Invariants: a receipt posted twice yields the same events (deterministic ids) and at most one
+//! redial (its id is a function of the first call and the redial's number).
+
+use std::future::Future;
+use std::time::Duration;
+
+use herald_dedupe::{Phase, States};
+use herald_schemas::{Channel, Delivery, Receipt, Status, ids};
+use herald_stage::{EventBuilder, Hop, KeyValue, Meta, Outcome, PortError, Stage, StageError};
+use serde::{Deserialize, Serialize};
+
+/// The receipts' settings (`[receipts]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptsConfig {
+    pub redial: RedialPolicy,
+}
+
+/// When a voice call that did not reach the person is tried again (`[receipts.redial]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedialPolicy {
+    /// Redials after the first call (0: never redial).
+    pub attempts: u32,
+    /// How long after the unanswered call each redial is placed.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// The call outcomes (Twilio `CallStatus`) that are redialled: `busy`, `no-answer`,
+    /// `failed`, `canceled`.
+    pub on: Vec<String>,
+}
+
+impl Default for RedialPolicy {
+    fn default() -> Self {
+        RedialPolicy { attempts: 2, after: Duration::from_secs(5 * 60), on: vec!["busy".into(), "no-answer".into()] }
+    }
+}
+
+impl RedialPolicy {
+    /// The outcomes a redial may follow.
+    pub const OUTCOMES: [&'static str; 4] = ["busy", "no-answer", "failed", "canceled"];
+
+    /// Refuses an outcome Twilio never reports as final, naming the setting.
+    pub fn check(&self) -> Result<(), String> {
+        match self.on.iter().find(|o| !Self::OUTCOMES.contains(&o.as_str())) {
+            Some(bad) => Err(format!("receipts.redial.on: `{bad}` is not a call outcome; use any of {:?}", Self::OUTCOMES)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where the deliveries deliver read are found again, by their deliver stream sequence.
+pub trait DeliveryArchive: Send + Sync + 'static {
+    /// The delivery deliver read at `sequence`, or `None` when the stream no longer holds it.
+    fn delivery(&self, sequence: u64) -> impl Future<Output = Result<Option<Delivery>, PortError>> + Send;
+}
+
+/// The receipts stage.
+#[derive(Debug)]
+pub struct Receipts<K, A> {
+    states: States<K>,
+    archive: A,
+    config: ReceiptsConfig,
+}
+
+impl<K: KeyValue, A: DeliveryArchive> Receipts<K, A> {
+    /// `kv` is the dedupe bucket (the delivery states), `archive` the deliver stream.
+    pub fn new(kv: K, archive: A, config: ReceiptsConfig) -> Self {
+        Receipts { states: States::new(kv), archive, config }
+    }
+
+    /// The delivery the receipt is about, as deliver sent it.
+    async fn sent_delivery(&self, receipt: &Receipt) -> Result<Delivery, StageError> {
+        let id = receipt.delivery_id;
+        let (by, provider, provider_message_id) = match self.states.get(id).await?.map(|s| s.phase) {
+            Some(Phase::Sent { by, provider, provider_message_id, .. }) => (by, provider, provider_message_id),
+            Some(Phase::Claimed | Phase::Sending { .. }) => {
+                // The provider answered faster than deliver wrote `sent`.
+                let detail = format!("delivery {id} is not recorded as sent yet; the receipt waits for it");
+                return Err(StageError::transient("delivery_not_settled", detail).retry_after(Duration::from_secs(1)));
+            }
+            Some(Phase::Failed { reason, .. }) => {
+                return Err(StageError::permanent("receipt_for_unsent", format!("delivery {id} failed ({reason}); it was never sent")));
+            }
+            None => return Err(StageError::permanent("unknown_delivery", format!("no delivery {id} is recorded (or its record expired)"))),
+        };
+        if provider != receipt.provider || provider_message_id != receipt.provider_message_id {
+            let detail = format!(
+                "the receipt names {} message {}, but delivery {id} was sent through {provider} as {provider_message_id}",
+                receipt.provider, receipt.provider_message_id
+            );
+            return Err(StageError::permanent("receipt_mismatch", detail));
+        }
+        match self.archive.delivery(by).await? {
+            Some(delivery) if delivery.delivery_id == id => Ok(delivery),
+            Some(other) => Err(StageError::permanent(
+                "receipt_mismatch",
+                format!("deliver message #{by} holds delivery {}, not {id}", other.delivery_id),
+            )),
+            None => Err(StageError::permanent(
+                "delivery_gone",
+                format!("deliver message #{by} of delivery {id} is past the stream's max age; the receipt cannot be placed"),
+            )),
+        }
+    }
+}
+
+/// What a provider's status says: delivered, not delivered, or not final yet.
+fn verdict(channel: Channel, status: &str) -> Option<Status> {
+    match (channel, status) {
+        (Channel::Sms, "delivered") | (Channel::Voice, "completed") => Some(Status::Delivered),
+        (Channel::Sms, "undelivered" | "failed") | (Channel::Voice, "busy" | "no-answer" | "failed" | "canceled") => {
+            Some(Status::Undelivered)
+        }
+        _ => None,
+    }
+}
+
+impl<K: KeyValue, A: DeliveryArchive> Stage for Receipts<K, A> {
+    const NAME: &'static str = "receipts";
+    type Input = Receipt;
+
+    async fn process(&self, receipt: Receipt, meta: &Meta) -> Result<Outcome, StageError> {
+        if receipt.tenant != meta.tenant {
+            let detail = format!("a receipt of tenant `{}` arrived on tenant `{}`'s subject", receipt.tenant, meta.tenant);
+            return Err(StageError::permanent("wrong_tenant", detail));
+        }
+        let delivery = self.sent_delivery(&receipt).await?;
+        let Some(status) = verdict(delivery.channel, &receipt.status) else {
+            return Ok(Outcome::new());
+        };
+        let reason = receipt.error_code.clone().unwrap_or_else(|| receipt.status.replace('-', "_"));
+        let mut detail = format!("{} reports {} {}", receipt.provider, receipt.provider_message_id, receipt.status);
+        for (name, value) in &receipt.details {
+            detail.push_str(&format!(", {name} {value}"));
+        }
+        let mut outcome = Outcome::new();
+        let redial = &self.config.redial;
+        let redials_left = delivery.redial < redial.attempts;
+        if delivery.channel == Channel::Voice && status == Status::Undelivered && redial.on.contains(&receipt.status) {
+            if redials_left {
+                let first = delivery.redial_of.unwrap_or(delivery.delivery_id);
+                let number = delivery.redial + 1;
+                let at = meta.received_at.checked_add(redial.after).unwrap_or(meta.received_at);
+                let again = Delivery {
+                    delivery_id: ids::redial_id(first, number),
+                    redial_of: Some(first),
+                    redial: number,
+                    claim: None,
+                    deferred_until: None,
+                    ..delivery.clone()
+                };
+                detail.push_str(&format!("; redial {number} of {} at {at}", redial.attempts));
+                outcome = outcome.defer(Hop::Throttle, &again, at)?.event(
+                    EventBuilder::delivery(Self::NAME, meta, &again, Status::Deferred)
+                        .reason("redial", format!("call {first} was {}: redial {number} of {}", receipt.status, redial.attempts))
+                        .deferred_until(at)
+                        .build(),
+                )?;
+            } else {
+                detail.push_str(&format!("; no redial left (receipts.redial.attempts = {})", redial.attempts));
+            }
+        }
+        let event = EventBuilder::delivery(Self::NAME, meta, &delivery, status).reason(reason, detail).build();
+        // The event first, so `undelivered` precedes the redial's `deferred` on the stream.
+        let mut ordered = Outcome::new().event(event)?;
+        ordered.emits.append(&mut outcome.emits);
+        Ok(ordered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use herald_dedupe::Begin;
+    use herald_schemas::Timestamp;
+    use herald_stage::ErrorKind;
+    use herald_stage::memory::MemoryKv;
+
+    use super::*;
+
+    /// Deliveries by deliver stream sequence.
+    #[derive(Default)]
+    struct Archive(Mutex<HashMap<u64, Delivery>>);
+
+    impl DeliveryArchive for Archive {
+        async fn delivery(&self, sequence: u64) -> Result<Option<Delivery>, PortError> {
+            Ok(self.0.lock().unwrap().get(&sequence).cloned())
+        }
+    }
+
+    fn call(id: u128) -> Delivery {
+        Delivery { channel: Channel::Voice, address: "+14155550100".into(), ..herald_stage::memory::delivery(id) }
+    }
+
+    fn receipt(delivery: &Delivery, sid: &str, status: &str) -> Receipt {
+        Receipt {
+            v: 1,
+            receipt_id: ids::receipt_id("twilio", sid, status),
+            tenant: "acme".into(),
+            delivery_id: delivery.delivery_id,
+            provider: "twilio".into(),
+            provider_message_id: sid.into(),
+            status: status.into(),
+            error_code: None,
+            details: Default::default(),
+            received_at: Timestamp::now(),
+        }
+    }
+
+    /// A stage whose store knows `delivery` as sent by deliver message `by` as `sid`.
+    async fn sent(delivery: &Delivery, by: u64, sid: &str, attempts: u32) -> Receipts<MemoryKv, Archive> {
+        let kv = MemoryKv::new();
+        let states = States::new(kv.clone());
+        let Begin::Send(ticket) = states.begin(delivery.delivery_id, None, by, 1, Duration::from_secs(60), Timestamp::now()).await.unwrap()
+        else {
+            panic!("a new delivery is sent")
+        };
+        let phase = Phase::Sent { by, provider: "twilio".into(), provider_message_id: sid.into(), at: Timestamp::now() };
+        states.finish(&ticket, phase).await.unwrap();
+        let archive = Archive::default();
+        archive.0.lock().unwrap().insert(by, delivery.clone());
+        let config = ReceiptsConfig { redial: RedialPolicy { attempts, ..RedialPolicy::default() } };
+        Receipts::new(kv, archive, config)
+    }
+
+    #[tokio::test]
+    async fn a_busy_call_is_undelivered_and_redialled_once_per_number_until_the_policy_is_spent() {
+        let first = call(3);
+        let stage = sent(&first, 40, "CA1", 1).await;
+        let meta = Meta::for_tests();
+        let out = stage.process(receipt(&first, "CA1", "busy"), &meta).await.unwrap();
+        let statuses: Vec<_> = out.events().iter().map(|e| (e.status, e.reason.clone())).collect();
+        assert_eq!(statuses, [(Status::Undelivered, Some("busy".into())), (Status::Deferred, Some("redial".into()))]);
+        let redials: Vec<(Delivery, Timestamp)> = out.deferred(Hop::Throttle);
+        assert_eq!(redials.len(), 1);
+        let (redial, at) = &redials[0];
+        assert_eq!(
+            (redial.delivery_id, redial.redial, redial.redial_of),
+            (ids::redial_id(first.delivery_id, 1), 1, Some(first.delivery_id))
+        );
+        assert!(*at >= meta.received_at.checked_add(Duration::from_secs(299)).unwrap(), "placed receipts.redial.after later");
+        let again = stage.process(receipt(&first, "CA1", "busy"), &meta).await.unwrap();
+        assert_eq!(again.events(), out.events(), "the same receipt twice: the same events, the same redial id");
+
+        // The redial, busy too: the policy's one redial is spent.
+        let stage = sent(redial, 41, "CA2", 1).await;
+        let out = stage.process(receipt(redial, "CA2", "busy"), &meta).await.unwrap();
+        assert!(out.deferred::<Delivery>(Hop::Throttle).is_empty(), "no second redial");
+        let event = &out.events()[0];
+        assert_eq!(event.status, Status::Undelivered);
+        assert!(event.detail.as_deref().unwrap().contains("no redial left"), "{event:?}");
+    }
+
+    #[tokio::test]
+    async fn sms_and_call_outcomes_map_to_delivered_or_undelivered_and_intermediate_ones_to_nothing() {
+        let text = Delivery { channel: Channel::Sms, ..call(4) };
+        let stage = sent(&text, 7, "SM1", 2).await;
+        let meta = Meta::for_tests();
+        let status = |out: Outcome| out.events().iter().map(|e| (e.status, e.reason.clone())).collect::<Vec<_>>();
+        assert_eq!(
+            status(stage.process(receipt(&text, "SM1", "delivered"), &meta).await.unwrap()),
+            [(Status::Delivered, Some("delivered".into()))]
+        );
+        let mut failed = receipt(&text, "SM1", "undelivered");
+        failed.error_code = Some("30003".into());
+        assert_eq!(
+            status(stage.process(failed, &meta).await.unwrap()),
+            [(Status::Undelivered, Some("30003".into()))],
+            "the carrier's code"
+        );
+        for status in ["queued", "sent", "sending"] {
+            assert!(stage.process(receipt(&text, "SM1", status), &meta).await.unwrap().emits.is_empty(), "{status}");
+        }
+        let answered = call(5);
+        let stage = sent(&answered, 8, "CA9", 2).await;
+        let out = stage.process(receipt(&answered, "CA9", "completed"), &meta).await.unwrap();
+        assert_eq!(out.events().iter().map(|e| e.status).collect::<Vec<_>>(), [Status::Delivered]);
+        assert!(out.deferred::<Delivery>(Hop::Throttle).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_receipt_ahead_of_sent_waits_and_a_foreign_or_unknown_one_is_refused() {
+        let meta = Meta::for_tests();
+        let d = call(6);
+        let stage = sent(&d, 9, "CA1", 2).await;
+        let err = stage.process(receipt(&d, "CA-other", "busy"), &meta).await.unwrap_err();
+        assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Permanent, "receipt_mismatch"));
+        let unknown = call(99);
+        let err = stage.process(receipt(&unknown, "CA1", "busy"), &meta).await.unwrap_err();
+        assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Permanent, "unknown_delivery"));
+        let mut other_tenant = receipt(&d, "CA1", "busy");
+        other_tenant.tenant = "globex".into();
+        assert_eq!(stage.process(other_tenant, &meta).await.unwrap_err().reason, "wrong_tenant");
+
+        // Still `sending`: retried, not dropped.
+        let kv = MemoryKv::new();
+        let racing = call(7);
+        States::new(kv.clone()).begin(racing.delivery_id, None, 3, 1, Duration::from_secs(60), Timestamp::now()).await.unwrap();
+        let stage = Receipts::new(kv, Archive::default(), ReceiptsConfig::default());
+        let err = stage.process(receipt(&racing, "CA1", "completed"), &meta).await.unwrap_err();
+        assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Transient, "delivery_not_settled"));
+    }
+
+    #[test]
+    fn the_policy_refuses_an_outcome_twilio_never_reports() {
+        assert!(RedialPolicy::default().check().is_ok());
+        let bad = RedialPolicy { on: vec!["no_answer".into()], ..RedialPolicy::default() };
+        assert!(bad.check().unwrap_err().contains("receipts.redial.on"), "the setting is named");
+    }
+}
