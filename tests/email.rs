@@ -115,7 +115,12 @@ async fn smtp_sends_over_starttls_with_auth_and_reads_every_reply_class() -> any
 const SENDGRID_KEY: &str = "SG.acme-key-0000000000.ZmFrZS1zZWNyZXQtZm9yLXRoZS1zYW5kYm94";
 
 fn sendgrid_account(key: &str, from: &str) -> Credentials {
-    Credentials::Sendgrid(SendgridCredentials { api_key: Secret::new(key), from: from.into(), region: SendgridRegion::Global })
+    Credentials::Sendgrid(SendgridCredentials {
+        api_key: Secret::new(key),
+        from: from.into(),
+        region: SendgridRegion::Global,
+        event_webhook_public_key: None,
+    })
 }
 
 #[tokio::test]
@@ -192,8 +197,12 @@ async fn sendgrid_sends_through_mail_send_and_reads_every_answer_class() -> anyh
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let eu = SendgridConfig { eu_url: format!("https://localhost:{closed}"), ..config.clone() };
     let eu_client = Sendgrid::new(&eu, &tls, Duration::from_secs(5), credentials.clone())?;
-    let account =
-        SendgridCredentials { api_key: Secret::new(SENDGRID_KEY), from: "no-reply@acme.example".into(), region: SendgridRegion::Eu };
+    let account = SendgridCredentials {
+        api_key: Secret::new(SENDGRID_KEY),
+        from: "no-reply@acme.example".into(),
+        region: SendgridRegion::Eu,
+        event_webhook_public_key: None,
+    };
     credentials.put("acme", "default", Credentials::Sendgrid(account));
     let error = eu_client.send(&email(6, "ada@example.com")).await.expect_err("nobody there");
     assert_eq!((error.class, error.code.as_str()), (Outage, "connect_error"), "{error}");

@@ -224,12 +224,14 @@ async fn the_demo_starts_its_own_nats_server_when_none_is_configured() -> anyhow
     let accepted_by_sendgrid: usize = line("sendgrid").split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0);
     assert_eq!(refused["smtp"], accepted_by_sendgrid, "each relay refusal failed over once: {}\n{}", line("smtp"), line("sendgrid"));
     assert!(stdout.contains("SendGrid took over carol@example.com's e-mail"), "{stdout}");
-    // Twilio's signed status callbacks came back to the demo's API: one `delivered` per text and
-    // call Twilio accepted (every sandbox call is answered).
+    // Twilio's signed status callbacks and SendGrid's signed events came back to the demo's API:
+    // one `delivered` per text, call and e-mail they accepted (every sandbox call is answered).
     let delivered = stdout.lines().find_map(|l| l.trim().strip_prefix("delivered ").map(|n| n.trim().parse::<usize>())).transpose()?;
-    let twilio: usize =
-        ["twilio", "twilio_voice"].iter().filter_map(|p| line(p).split_whitespace().find_map(|w| w.parse::<usize>().ok())).sum();
-    assert_eq!(delivered, Some(twilio), "a delivered receipt per Twilio message and call:\n{stdout}");
+    let twilio: usize = ["twilio", "twilio_voice", "sendgrid"]
+        .iter()
+        .filter_map(|p| line(p).split_whitespace().find_map(|w| w.parse::<usize>().ok()))
+        .sum();
+    assert_eq!(delivered, Some(twilio), "a delivered receipt per Twilio message and call and SendGrid e-mail:\n{stdout}");
     let inbox = stdout
         .lines()
         .find_map(|l| l.strip_prefix("In-app inboxes received ").and_then(|r| r.split_whitespace().next()).map(str::parse::<usize>))

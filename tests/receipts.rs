@@ -71,8 +71,7 @@ on = ["busy", "no-answer"]
     let up = env.spawn_with_env("up", &["up"], &[("HERALD__DELIVER__TWILIO__STATUS_CALLBACK", &receipts)])?;
     env.wait_for_api().await?;
     let accounts = sandbox.accounts("acme", "com.example.acme")?;
-    let (status, answer) = env.api(Method::PUT, "/providers/twilio/default", Some(accounts.twilio.clone())).await?;
-    ensure!(status == 200, "PUT twilio credentials: {status} {answer}");
+    env.put_provider("twilio", &accounts.twilio).await?;
     let field = |name: &str| {
         accounts.twilio[name].as_str().map(str::to_owned).with_context(|| format!("the sandbox's twilio account has no {name}"))
     };
@@ -100,8 +99,7 @@ impl World {
     }
 
     async fn events_with(&self, status: Status, n: usize) -> anyhow::Result<Vec<TrackEvent>> {
-        let events = self.env.wait_for_events("acme", status, n, PATIENCE).await?;
-        Ok(events.into_iter().filter(|e| e.status == status).collect())
+        events_with(&self.env, status, n).await
     }
 
     /// Posts a Twilio callback to Herald: the status Herald answered.
@@ -110,11 +108,21 @@ impl World {
         Ok(answer.status().as_u16())
     }
 
-    /// Messages stored in the receipts stream.
     async fn stored_receipts(&self) -> anyhow::Result<u64> {
-        let js = async_nats::jetstream::new(async_nats::connect(self.env.server.url()).await?);
-        Ok(js.get_stream("HERALD_RECEIPTS").await?.info().await?.state.messages)
+        stored_receipts(&self.env).await
     }
+}
+
+/// The `status` events on the tracking stream, once at least `n` of them are there.
+async fn events_with(env: &TestEnv, status: Status, n: usize) -> anyhow::Result<Vec<TrackEvent>> {
+    let events = env.wait_for_events("acme", status, n, PATIENCE).await?;
+    Ok(events.into_iter().filter(|e| e.status == status).collect())
+}
+
+/// Messages stored in the receipts stream.
+async fn stored_receipts(env: &TestEnv) -> anyhow::Result<u64> {
+    let js = async_nats::jetstream::new(async_nats::connect(env.server.url()).await?);
+    Ok(js.get_stream("HERALD_RECEIPTS").await?.info().await?.state.messages)
 }
 
 /// Twilio's documented signature, and nothing else: base64(HMAC-SHA1(auth token, the full URL
@@ -250,5 +258,213 @@ async fn a_callback_with_a_bad_signature_is_refused_and_a_valid_one_is_applied_o
     assert_eq!(world.stored_receipts().await? - before.0, 2, "one stored receipt per (message, status)");
     let statuses = count_statuses(&world.env.events("acme").await?);
     assert_eq!((statuses.get(&Status::Delivered), statuses.get(&Status::Undelivered)), (Some(&1), Some(&1)), "{statuses:?}");
+    Ok(())
+}
+
+/// `herald up` sending e-mail through the SendGrid sandbox, whose signed Event Webhook posts to
+/// Herald's `/v1/receipts/sendgrid/acme`.
+struct Mail {
+    env: TestEnv,
+    sandbox: Sandbox,
+    webhook: String,
+    account: serde_json::Value,
+    _up: Process,
+    _ca: tempfile::TempDir,
+}
+
+fn address(n: usize) -> String {
+    format!("u-{n}@example.com")
+}
+
+async fn mail_world(users: usize) -> anyhow::Result<Mail> {
+    let (sandbox, ca_file, ca) =
+        herald_tests::sandbox_with_ca(SandboxOptions { callback_delay: Duration::from_millis(30), ..SandboxOptions::default() }).await?;
+    let extra_config = format!(
+        r#"
+[enrich]
+enabled_channels = ["email"]
+default_channels = ["email"]
+
+[deliver.tls]
+extra_ca_file = "{ca}"
+
+[deliver.sendgrid]
+url = "{sendgrid}"
+
+[deliver.failover]
+email = ["sendgrid"]
+"#,
+        ca = ca_file.display(),
+        sendgrid = sandbox.sendgrid_url(),
+    );
+    let env = TestEnv::with(Options { max_deliveries: 8, extra_config, ..Options::default() }).await?;
+    let users: Vec<_> = (0..users).map(|n| json!({ "id": format!("u-{n}"), "email": address(n) })).collect();
+    env.import_users(&users).await?;
+    env.push_template(
+        "receipt",
+        "description = \"A receipt.\"\n\n[sample]\nn = 1\n\n[email]\nsubject = \"Receipt {{ data.n }}\"\ntext = \"Thanks for order {{ data.n }}.\"\n",
+    )
+    .await?;
+    let up = env.spawn("up", &["up"])?;
+    env.wait_for_api().await?;
+    let accounts = sandbox.accounts("acme", "com.example.acme")?;
+    env.put_provider("sendgrid", &accounts.sendgrid).await?;
+    let webhook = format!("{}/v1/receipts/sendgrid/acme", env.api_url("acme")?.trim_end_matches("/v1/tenants/acme"));
+    sandbox.sendgrid_event_webhook(&webhook);
+    Ok(Mail { env, sandbox, webhook, account: accounts.sendgrid.clone(), _up: up, _ca: ca })
+}
+
+impl Mail {
+    async fn send(&self, users: std::ops::Range<usize>) -> anyhow::Result<()> {
+        for n in users {
+            let body = json!({ "template": "receipt", "recipients": [{ "user_id": format!("u-{n}") }], "data": { "n": n } });
+            self.env.publish("acme", body.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// The message id SendGrid answered for the (first) e-mail to `n`.
+    fn message_id(&self, n: usize) -> anyhow::Result<String> {
+        self.sandbox
+            .accepted(ProviderKind::Sendgrid)
+            .into_iter()
+            .find(|r| r.target == address(n))
+            .and_then(|r| r.message_id)
+            .with_context(|| format!("SendGrid accepted nothing for {}", address(n)))
+    }
+
+    fn accepted_for(&self, n: usize) -> usize {
+        self.sandbox.accepted(ProviderKind::Sendgrid).iter().filter(|r| r.target == address(n)).count()
+    }
+
+    async fn events_with(&self, status: Status, n: usize) -> anyhow::Result<Vec<TrackEvent>> {
+        events_with(&self.env, status, n).await
+    }
+
+    /// Posts `body` to the webhook with SendGrid's two headers: the status Herald answered.
+    async fn post(&self, body: &str, timestamp: &str, signature: &str) -> anyhow::Result<u16> {
+        let answer = reqwest::Client::new()
+            .post(&self.webhook)
+            .header("Content-Type", "application/json")
+            .header("X-Twilio-Email-Event-Webhook-Signature", signature)
+            .header("X-Twilio-Email-Event-Webhook-Timestamp", timestamp)
+            .body(body.to_owned())
+            .send()
+            .await?;
+        Ok(answer.status().as_u16())
+    }
+
+    async fn stored_receipts(&self) -> anyhow::Result<u64> {
+        stored_receipts(&self.env).await
+    }
+}
+
+/// SendGrid's documented Signed Event Webhook signature, and nothing else: ECDSA P-256 with
+/// SHA-256 over the timestamp followed by the raw body, base64 of the DER signature.
+fn sendgrid_signature(key: &p256::ecdsa::SigningKey, timestamp: &str, body: &str) -> String {
+    use p256::ecdsa::signature::Signer;
+    let signature: p256::ecdsa::Signature = key.sign(format!("{timestamp}{body}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
+}
+
+#[tokio::test]
+async fn sendgrid_events_report_delivery_bounces_complaints_and_engagement_and_suppress_the_addresses() -> anyhow::Result<()> {
+    let world = mail_world(4).await?;
+    world.send(0..4).await?;
+    // The sandbox posts `processed` then `delivered` for each: one `delivered` event each.
+    world.events_with(Status::Delivered, 4).await?;
+    // u-0's mail server bounces it for good; u-1 reports it as spam; u-2 opens it and clicks.
+    let post = |n: usize, event: &'static str, extra: serde_json::Value| {
+        let world = &world;
+        async move { world.sandbox.sendgrid_post_event(&world.message_id(n)?, event, extra).await }
+    };
+    let answers = [
+        post(0, "bounce", json!({ "type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 <u-0@example.com>: user unknown" })).await?,
+        post(1, "spamreport", json!({})).await?,
+        post(2, "open", json!({})).await?,
+        post(2, "click", json!({ "url": "https://acme.example/orders/2" })).await?,
+        post(3, "bounce", json!({ "type": "blocked", "status": "4.7.1" })).await?,
+    ];
+    assert_eq!(answers, [204; 5], "Herald took each signed post");
+    let bounced = world.events_with(Status::Bounced, 2).await?;
+    let complained = world.events_with(Status::Complained, 1).await?;
+    let clicked = world.events_with(Status::Clicked, 1).await?;
+    world.events_with(Status::Opened, 1).await?;
+    let user = |e: &TrackEvent| e.user_id.clone().unwrap_or_default();
+    let mut reasons: Vec<(String, String)> = bounced.iter().map(|e| (user(e), e.reason.clone().unwrap_or_default())).collect();
+    reasons.sort();
+    assert_eq!(reasons, [("u-0".into(), "bounce".into()), ("u-3".into(), "blocked".into())]);
+    assert_eq!(user(&complained[0]), "u-1");
+    assert!(clicked[0].detail.as_deref().unwrap_or_default().contains("https://acme.example/orders/2"), "{clicked:?}");
+
+    // The hard bounce and the complaint suppressed those two addresses in the store; a block did not.
+    let (status, opt_outs) = world.env.api(Method::GET, "/opt-outs", None).await?;
+    ensure!(status == 200, "{status} {opt_outs}");
+    let mut suppressed: Vec<&str> = opt_outs["opt_outs"].as_array().into_iter().flatten().filter_map(|o| o["address"].as_str()).collect();
+    suppressed.sort_unstable();
+    assert_eq!(suppressed, [address(0), address(1)], "{opt_outs}");
+    // The next e-mail to each: the suppressed two are opted_out without a call, the others sent.
+    world.send(0..4).await?;
+    let opted_out = world.events_with(Status::OptedOut, 2).await?;
+    world.events_with(Status::Delivered, 6).await?;
+    world.env.wait_idle(PATIENCE).await?;
+    let mut whom: Vec<String> = opted_out.iter().map(user).collect();
+    whom.sort();
+    assert_eq!(whom, ["u-0", "u-1"]);
+    assert_eq!((0..4).map(|n| world.accepted_for(n)).collect::<Vec<_>>(), [1, 1, 2, 2], "SendGrid's own count per address");
+    // Ids only on the tracking stream: no address, no SendGrid bounce text.
+    let text = serde_json::to_string(&world.env.events("acme").await?)?;
+    assert!(!text.contains("@example.com"), "an address reached the tracking stream");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sendgrid_post_with_a_bad_signature_is_refused_and_one_signed_as_documented_is_applied_once() -> anyhow::Result<()> {
+    let world = mail_world(2).await?;
+    world.send(0..2).await?;
+    world.events_with(Status::Delivered, 2).await?;
+    world.env.wait_idle(PATIENCE).await?;
+    let message = world.message_id(1)?;
+    let sent = world.sandbox.accepted(ProviderKind::Sendgrid).into_iter().find(|r| r.target == address(1)).context("u-1's e-mail")?;
+    let args = sent.payload["custom_args"].clone();
+    let event = json!([{
+        "email": address(1), "timestamp": 1_800_000_000, "event": "open", "sg_event_id": "test-open-1",
+        "sg_message_id": format!("{message}.filter0001.16648.5515E0B88.0"),
+        "herald_delivery_id": args["herald_delivery_id"], "herald_notification_id": args["herald_notification_id"], "herald_tenant": "acme",
+    }])
+    .to_string();
+    let timestamp = "1800000000";
+    // A key of the test's own: Herald checks against the stored key, which is the sandbox's.
+    let own = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let before = (world.stored_receipts().await?, world.env.events("acme").await?.len());
+    let signed = sendgrid_signature(&own, timestamp, &event);
+    let refusals = [
+        world.post(&event, timestamp, &signed).await?,
+        world.post(&event, timestamp, "MEUCIQDnot-a-signature").await?,
+        world.post(&event, timestamp, "").await?,
+    ];
+    assert_eq!(refusals, [401; 3]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    world.env.wait_idle(PATIENCE).await?;
+    assert_eq!((world.stored_receipts().await?, world.env.events("acme").await?.len()), before, "a refused post changes nothing");
+
+    // The tenant's stored verification key becomes the test's: the same post, signed as SendGrid
+    // documents, is applied; its body altered after signing or its timestamp changed is refused.
+    use p256::pkcs8::EncodePublicKey;
+    let public = base64::engine::general_purpose::STANDARD.encode(own.verifying_key().to_public_key_der()?.as_bytes());
+    let mut account = world.account.clone();
+    account["event_webhook_public_key"] = json!(public);
+    world.env.put_provider("sendgrid", &account).await?;
+    assert_eq!(world.post(&event.replace("open", "click"), timestamp, &signed).await?, 401, "the body altered after signing");
+    assert_eq!(world.post(&event, "1800000001", &signed).await?, 401, "another timestamp");
+    for _ in 0..3 {
+        assert_eq!(world.post(&event, timestamp, &signed).await?, 204);
+    }
+    let opened = world.events_with(Status::Opened, 1).await?;
+    assert_eq!(opened[0].user_id.as_deref(), Some("u-1"), "{opened:?}");
+    world.env.wait_idle(PATIENCE).await?;
+    assert_eq!(world.stored_receipts().await? - before.0, 1, "posted three times, stored once");
+    let statuses = count_statuses(&world.env.events("acme").await?);
+    assert_eq!(statuses.get(&Status::Opened), Some(&1), "{statuses:?}");
     Ok(())
 }

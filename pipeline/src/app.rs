@@ -59,7 +59,8 @@ impl StageKind {
     /// deliver on `routes` tenants' provider credentials).
     pub fn needs_store(self, routes: &[Route]) -> bool {
         match self {
-            StageKind::Enrich | StageKind::Fanout | StageKind::Render | StageKind::Throttle => true,
+            // Track's receipts stage records the addresses a receipt suppresses.
+            StageKind::Enrich | StageKind::Fanout | StageKind::Render | StageKind::Throttle | StageKind::Track => true,
             // Every provider but `log` reads tenants' credentials (or, for in_app, is wired
             // with the ports built beside the store).
             StageKind::Deliver => routes.iter().any(|r| *r != Route::Log),
@@ -319,7 +320,8 @@ pub async fn start(
                     spawn(&mut running, (nats, lanes, runtime), config, Track, None, cancel);
                     // Providers' receipts, beside the tracking stream they report to.
                     let kv = nats.kv(&topology.dedupe_bucket()).await?;
-                    let receipts = Receipts::new(kv, NatsArchive(nats.clone()), config.receipts.clone());
+                    let store = resources.store.clone().context("the store is not open in this process")?;
+                    let receipts = Receipts::new(kv, NatsArchive(nats.clone()), StoreSuppressions(store), config.receipts.clone());
                     spawn(&mut running, (nats, lanes, runtime), config, receipts, None, cancel);
                 }
             }
@@ -448,6 +450,24 @@ impl herald_deliver::ports::InboxSink for NatsInbox {
         Box::pin(async move {
             self.0.publish_inbox(tenant, user, msg_id, payload).await.map_err(|e| herald_stage::PortError::unavailable("inbox stream", e))
         })
+    }
+}
+
+/// The addresses receipts suppress, as opt-outs in the store (deliver checks them).
+struct StoreSuppressions(Store);
+
+impl herald_track::Suppressions for StoreSuppressions {
+    async fn suppress(&self, s: herald_track::Suppression) -> Result<bool, herald_stage::PortError> {
+        let request = herald_deliver::ports::OptOutRequest {
+            tenant: s.tenant,
+            user: s.user,
+            channel: s.channel,
+            address: s.address,
+            provider: s.provider,
+            reason: s.reason,
+            at: s.at,
+        };
+        self.0.record_opt_out(&request).await.map_err(|e| herald_stage::PortError::unavailable("store opt-outs", e))
     }
 }
 

@@ -151,7 +151,9 @@ pub async fn run(config: &Config, count: usize) -> anyhow::Result<()> {
     }
     if let Some(store) = &resources.store {
         crate::cli::serve::serve_api(config, api, store.clone(), nats.clone(), &cancel)?;
-        println!("Twilio's status callbacks come back to {}.", config.deliver.twilio.status_callback.as_deref().unwrap_or_default());
+        let api = config.deliver.twilio.status_callback.as_deref().unwrap_or_default().trim_end_matches("/v1/receipts/twilio");
+        sandbox.sendgrid_event_webhook(&format!("{api}/v1/receipts/sendgrid/acme"));
+        println!("Twilio's status callbacks and SendGrid's signed events come back to the API at {api}/v1/receipts.");
     }
     let running = app::start(nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     println!("All {} stage consumers running in this process.", running.stats.len());

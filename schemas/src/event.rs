@@ -112,6 +112,16 @@ pub enum Status {
     /// status or error code. From a receipt, after `sent`. A voice call may be redialled per
     /// `receipts.redial`: the new call is another delivery (`redial_of` names the first).
     Undelivered,
+    /// The recipient's mail server refused the e-mail (a SendGrid `bounce`): `reason` `bounce`
+    /// (hard: the address is suppressed, every later e-mail to it is `opted_out`) or `blocked`.
+    Bounced,
+    /// The recipient marked the e-mail as spam (a SendGrid `spamreport`): they are unsubscribed
+    /// from e-mail, and every later e-mail to them is `opted_out`.
+    Complained,
+    /// The recipient opened the message (an e-mail's open pixel, as the provider reports it).
+    Opened,
+    /// The recipient followed a link in the message; `detail` names the link.
+    Clicked,
 }
 
 impl Status {
@@ -142,6 +152,10 @@ impl Status {
             Status::Unsubscribed => "unsubscribed",
             Status::Delivered => "delivered",
             Status::Undelivered => "undelivered",
+            Status::Bounced => "bounced",
+            Status::Complained => "complained",
+            Status::Opened => "opened",
+            Status::Clicked => "clicked",
         }
     }
 }

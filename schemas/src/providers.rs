@@ -175,6 +175,11 @@ pub struct SendgridCredentials {
     /// for an EU-pinned subuser).
     #[serde(default)]
     pub region: SendgridRegion,
+    /// The Signed Event Webhook's verification key, as SendGrid's settings show it (base64 of
+    /// the P-256 public key's DER). With it, Herald takes the account's event webhook at
+    /// `POST /v1/receipts/sendgrid/<tenant>`; without, it refuses every post there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_webhook_public_key: Option<String>,
 }
 
 /// A SendGrid account's region.
@@ -343,6 +348,11 @@ impl Credentials {
                 if !sender_is_an_address(&c.from) {
                     return bad(format!("SendGrid `from` {:?} must be an address, or `Name <address>`", c.from));
                 }
+                if let Some(key) = &c.event_webhook_public_key
+                    && sendgrid_webhook_key(key).is_none()
+                {
+                    return bad("the SendGrid `event_webhook_public_key` must be the verification key its Mail Settings show: base64 of a P-256 public key".into());
+                }
                 Ok(())
             }
             Credentials::Smtp(c) => {
@@ -384,6 +394,14 @@ impl Credentials {
         }
         serde_json::to_value(copy).unwrap_or_default()
     }
+}
+
+/// The Signed Event Webhook's verification key, from its base64 DER (SubjectPublicKeyInfo).
+pub fn sendgrid_webhook_key(key: &str) -> Option<p256::ecdsa::VerifyingKey> {
+    use base64::Engine;
+    use p256::pkcs8::DecodePublicKey;
+    let der = base64::engine::general_purpose::STANDARD.decode(key.trim()).ok()?;
+    p256::ecdsa::VerifyingKey::from_public_key_der(&der).ok()
 }
 
 /// Whether a sender is `address` or `Name <address>`.

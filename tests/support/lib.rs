@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use herald_nats::server::NatsServer;
 use herald_nats::{Nats, Topology, TopologyConfig};
@@ -222,6 +222,13 @@ record_calls = true
         let status = response.status().as_u16();
         let text = response.text().await?;
         Ok((status, if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text)? }))
+    }
+
+    /// Stores tenant `acme`'s `default` credentials for `provider` through the admin API.
+    pub async fn put_provider(&self, provider: &str, credentials: &serde_json::Value) -> anyhow::Result<()> {
+        let (status, answer) = self.api(reqwest::Method::PUT, &format!("/providers/{provider}/default"), Some(credentials.clone())).await?;
+        ensure!(status == 200, "PUT {provider} credentials: {status} {answer}");
+        Ok(())
     }
 
     /// Waits until the admin API answers.

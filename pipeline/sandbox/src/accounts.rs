@@ -92,7 +92,11 @@ impl Sandbox {
                 "password": smtp_password,
                 "from": format!("{tenant} <{sender}>"),
             }),
-            sendgrid: json!({ "api_key": sendgrid_key, "from": format!("{tenant} <{sender}>") }),
+            sendgrid: json!({
+                "api_key": sendgrid_key,
+                "from": format!("{tenant} <{sender}>"),
+                "event_webhook_public_key": self.sendgrid_webhook_public_key(),
+            }),
             apns_credential: format!("{team_id}/{key_id}"),
             vapid_public_key: vapid.public_key,
         })

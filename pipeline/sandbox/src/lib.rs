@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use jsonwebtoken::DecodingKey;
 use serde::Serialize;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -121,6 +122,12 @@ pub struct Shared {
     smtp_accounts: Mutex<HashMap<String, String>>,
     /// SendGrid API key → its verified sender address.
     sendgrid_keys: Mutex<HashMap<String, String>>,
+    /// Where SendGrid posts its events (the Event Webhook), when set.
+    sendgrid_webhook: Mutex<Option<String>>,
+    /// Signs the event webhook's posts (the Signed Event Webhook).
+    sendgrid_signing: p256::ecdsa::SigningKey,
+    /// The event posts and what the receiver answered (0: no answer).
+    sendgrid_events: Mutex<Vec<(Value, u16)>>,
     /// Per server: APNs, FCM, web push, Twilio, Vonage, SMTP, SendGrid.
     connections: [Arc<AtomicU64>; 7],
 }
@@ -228,6 +235,10 @@ impl Shared {
         lock(&self.received).push(received);
     }
 
+    fn received_copy(&self) -> Vec<Received> {
+        lock(&self.received).clone()
+    }
+
     /// Waits the provider's latency.
     async fn pause(&self, provider: ProviderKind) {
         let latency = lock(&self.faults).get(&provider).and_then(|f| f.latency_ms).map_or(self.options.latency, Duration::from_millis);
@@ -295,6 +306,9 @@ impl Sandbox {
             vonage_accounts: Mutex::default(),
             smtp_accounts: Mutex::default(),
             sendgrid_keys: Mutex::default(),
+            sendgrid_webhook: Mutex::default(),
+            sendgrid_signing: p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng),
+            sendgrid_events: Mutex::default(),
             connections: Default::default(),
         });
         let h2_only = certificates.server_config(&[b"h2"])?;
@@ -358,6 +372,39 @@ impl Sandbox {
     /// Accepts this SendGrid API key, sending as `from` (its verified sender address).
     pub fn sendgrid_add_key(&self, api_key: &str, from: &str) {
         lock(&self.shared.sendgrid_keys).insert(api_key.into(), from.into());
+    }
+
+    /// Turns on the Event Webhook: from now on `processed` and `delivered` of each accepted
+    /// recipient are posted to `url`, signed.
+    pub fn sendgrid_event_webhook(&self, url: &str) {
+        *lock(&self.shared.sendgrid_webhook) = Some(url.to_owned());
+    }
+
+    /// The Signed Event Webhook's verification key, as SendGrid's settings show it: base64 of
+    /// the P-256 public key's DER.
+    pub fn sendgrid_webhook_public_key(&self) -> String {
+        sendgrid::public_key(&self.shared)
+    }
+
+    /// Posts `event` (`open`, `click`, `bounce`, `spamreport` …) about the accepted message
+    /// `message_id` to the event webhook, signed, with `extra` fields merged in; returns what
+    /// the receiver answered (0: no answer).
+    pub async fn sendgrid_post_event(&self, message_id: &str, event: &str, extra: Value) -> anyhow::Result<u16> {
+        let record = self
+            .received()
+            .into_iter()
+            .find(|r| r.provider == ProviderKind::Sendgrid && r.message_id.as_deref() == Some(message_id))
+            .ok_or_else(|| anyhow::anyhow!("the SendGrid sandbox accepted no message {message_id}"))?;
+        let mut body = sendgrid::event(&record, event);
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        Ok(sendgrid::post_events(&self.shared, vec![body]).await)
+    }
+
+    /// The event webhook's posts, with what the receiver answered.
+    pub fn sendgrid_events(&self) -> Vec<(Value, u16)> {
+        lock(&self.shared.sendgrid_events).clone()
     }
 
     /// The SMTP server's port on `localhost` (STARTTLS with the sandbox's certificate).

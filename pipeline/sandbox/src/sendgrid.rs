@@ -7,6 +7,13 @@
 //! an outage 503; a slow-down is 429 with `X-RateLimit-*` headers (SendGrid sends no
 //! `Retry-After`). One record per recipient, as the SMTP sandbox keeps; an attachment's content is
 //! recorded as its size and SHA-256, decoded here.
+//!
+//! With the Event Webhook on (`Sandbox::sendgrid_event_webhook`), each accepted recipient's
+//! `processed` and `delivered` are posted to it as SendGrid posts them: a JSON array of events
+//! (`email`, `timestamp`, `event`, `sg_event_id`, `sg_message_id` = `<X-Message-Id>.filter…`,
+//! and the message's `custom_args` as top-level fields), signed as the Signed Event Webhook
+//! signs: ECDSA P-256 / SHA-256 over the timestamp followed by the body, base64 DER in
+//! `X-Twilio-Email-Event-Webhook-Signature`, the timestamp in `…-Timestamp`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,6 +125,17 @@ pub async fn handle(shared: Arc<Shared>, call: Call) -> Reply {
     match verdict {
         Ok(()) => {
             record(202, None, Some(id.clone()));
+            if lock(&shared.sendgrid_webhook).is_some() {
+                let records: Vec<Received> =
+                    shared.received_copy().into_iter().filter(|r| r.message_id.as_deref() == Some(id.as_str())).collect();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    for name in ["processed", "delivered"] {
+                        tokio::time::sleep(shared.options.callback_delay).await;
+                        post_events(&shared, records.iter().map(|r| event(r, name)).collect()).await;
+                    }
+                });
+            }
             let mut out = crate::server::empty(202);
             if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
                 out.headers_mut().insert("x-message-id", value);
@@ -130,6 +148,58 @@ pub async fn handle(shared: Arc<Shared>, call: Call) -> Reply {
             answer_reply(&answer)
         }
     }
+}
+
+/// An event about one accepted recipient, as SendGrid posts it.
+pub fn event(record: &Received, name: &str) -> Value {
+    let id = record.message_id.clone().unwrap_or_default();
+    let mut event = json!({
+        "email": record.target,
+        "timestamp": jiff::Timestamp::now().as_second(),
+        "event": name,
+        "sg_event_id": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes()),
+        "sg_message_id": format!("{id}.filter0001.16648.5515E0B88.0"),
+        "smtp-id": format!("<{id}@ismtpd0001p1lon1.sendgrid.net>"),
+    });
+    if let (Some(event), Some(args)) = (event.as_object_mut(), record.payload["custom_args"].as_object()) {
+        event.extend(args.clone());
+    }
+    event
+}
+
+/// The Signed Event Webhook's verification key: base64 of the public key's DER.
+pub fn public_key(shared: &Shared) -> String {
+    use p256::pkcs8::EncodePublicKey;
+    let der = shared.sendgrid_signing.verifying_key().to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(der)
+}
+
+/// Posts `events` to the webhook, signed; returns what it answered (0: no answer, or no webhook).
+pub async fn post_events(shared: &Shared, events: Vec<Value>) -> u16 {
+    use p256::ecdsa::signature::Signer;
+    let Some(url) = lock(&shared.sendgrid_webhook).clone() else { return 0 };
+    let body = Value::Array(events.clone()).to_string();
+    let timestamp = jiff::Timestamp::now().as_second().to_string();
+    let signature: p256::ecdsa::Signature = shared.sendgrid_signing.sign(format!("{timestamp}{body}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap_or_default();
+    let answered = match client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("X-Twilio-Email-Event-Webhook-Signature", signature)
+        .header("X-Twilio-Email-Event-Webhook-Timestamp", timestamp)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => {
+            tracing::debug!(%error, url, "The SendGrid sandbox could not post events.");
+            0
+        }
+    };
+    lock(&shared.sendgrid_events).extend(events.into_iter().map(|e| (e, answered)));
+    answered
 }
 
 /// Every `to`, `cc` and `bcc` address of the personalizations.

@@ -57,6 +57,11 @@ pub struct SandboxArgs {
     /// The SendGrid Mail Send sandbox's port; 0: any free port.
     #[arg(long, default_value_t = 47448)]
     sendgrid_port: u16,
+    /// Herald's API, where receipts go: SendGrid's signed events are posted to
+    /// `<url>/v1/receipts/sendgrid/<tenant>`, and the written herald.toml names
+    /// `<url>/v1/receipts/twilio` as Twilio's status callback. Empty: no receipts.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    receipts_to: String,
     /// Added to every answer, as a real service's round trip (e.g. `5ms`).
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -89,6 +94,10 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             args.sendgrid_port
         )
     })?;
+    let receipts = args.receipts_to.trim_end_matches('/').to_owned();
+    if !receipts.is_empty() {
+        sandbox.sendgrid_event_webhook(&format!("{receipts}/v1/receipts/sendgrid/{}", args.tenant));
+    }
     let written = write_files(&sandbox, &args)?;
 
     println!("Provider sandboxes for tenant {} (each run makes new accounts):", args.tenant);
@@ -152,7 +161,7 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
     let browser = sandbox.web_push_subscribe(Some(&accounts.vapid_public_key));
     let device = json!({ "platform": "web", "subscription": browser.subscription_json() });
     write("subscription.json", serde_json::to_string_pretty(&device)?)?;
-    write("herald.toml", config_file(sandbox, &absolute(&ca)))?;
+    write("herald.toml", config_file(sandbox, &absolute(&ca), args.receipts_to.trim_end_matches('/')))?;
     let urls = json!({
         "tenant": args.tenant,
         "topic": args.topic,
@@ -183,8 +192,9 @@ fn write_files(sandbox: &Sandbox, args: &SandboxArgs) -> anyhow::Result<Vec<(&'s
     ])
 }
 
-/// The config file: the embedded defaults plus the sandboxes' endpoints and CA.
-fn config_file(sandbox: &Sandbox, ca: &Path) -> String {
+/// The config file: the embedded defaults plus the sandboxes' endpoints and CA, and Twilio's
+/// status callback on Herald's API at `receipts` (unless empty).
+fn config_file(sandbox: &Sandbox, ca: &Path, receipts: &str) -> String {
     format!(
         r#"# Written by `herald sandbox`: Herald's defaults, delivering push, SMS and calls to the local
 # sandboxes.
@@ -204,7 +214,7 @@ url = "{fcm}"
 
 [deliver.twilio]
 url = "{twilio}"
-
+{callback}
 [deliver.vonage]
 url = "{vonage}"
 
@@ -216,6 +226,7 @@ eu_url = "{sendgrid}"
         apns = sandbox.apns_url(),
         fcm = sandbox.fcm_url(),
         twilio = sandbox.twilio_url(),
+        callback = if receipts.is_empty() { String::new() } else { format!("status_callback = \"{receipts}/v1/receipts/twilio\"\n") },
         vonage = sandbox.vonage_url(),
         sendgrid = sandbox.sendgrid_url(),
     )

@@ -121,7 +121,7 @@ impl<K: KeyValue> Deliver<K> {
             gate.breaker.abandon(probe);
             return Try::Done(Self::event(meta, delivery, Status::Expired, "expired", detail));
         }
-        if delivery.channel == Channel::Sms
+        if matches!(delivery.channel, Channel::Sms | Channel::Email)
             && let Some(outcome) = self.opted_out(&ticket, delivery, meta).await
         {
             gate.breaker.abandon(probe);
@@ -213,15 +213,16 @@ impl<K: KeyValue> Deliver<K> {
         }
     }
 
-    /// The outcome of an SMS to a number that told a provider to stop, if it did: `opted_out`,
-    /// and no call. A store that cannot be read does not hold the message: the provider refuses
-    /// an opted-out number itself (21610).
+    /// The outcome of an SMS to a number that told a provider to stop, or of an e-mail to an
+    /// address a receipt suppressed (a hard bounce, a spam report, an unsubscribe), if so:
+    /// `opted_out`, and no call. A store that cannot be read does not hold the message: the
+    /// provider refuses an opted-out number itself (21610), and suppresses a bounced address.
     async fn opted_out(&self, ticket: &Ticket, delivery: &Delivery, meta: &Meta) -> Option<Result<Outcome, StageError>> {
         let registry = self.providers.devices.as_ref()?;
         let why = match registry.opted_out(&delivery.tenant, delivery.channel, &delivery.address).await {
             Ok(why) => why?,
             Err(error) => {
-                warn!(%error, delivery_id = %delivery.delivery_id, "Could not read the SMS opt-outs; the provider decides.");
+                warn!(%error, delivery_id = %delivery.delivery_id, "Could not read the opt-outs; the provider decides.");
                 return None;
             }
         };

@@ -10,7 +10,7 @@
 
 pub mod receipts;
 
-pub use receipts::{DeliveryArchive, Receipts, ReceiptsConfig, RedialPolicy};
+pub use receipts::{DeliveryArchive, Receipts, ReceiptsConfig, RedialPolicy, Suppression, Suppressions};
 
 use herald_schemas::TrackEvent;
 use herald_stage::{Hop, Meta, Outcome, Stage, StageError};

@@ -10,7 +10,13 @@
 //!   copy of the call as a new delivery (`ids::redial_id`), scheduled with the broker into
 //!   throttle `receipts.redial.after` from now (throttle checks expiry, caps and quiet hours again),
 //!   with a `deferred` event (`reason` `redial`) about it;
-//! - nothing for a provider's intermediate statuses (`queued`, `sent`, `ringing` …).
+//! - for e-mail (SendGrid's event webhook): `delivered`; `bounced` (`bounce` or `blocked`);
+//!   `undelivered` (`dropped`); `complained` (`spamreport`); `unsubscribed`; `opened`;
+//!   `clicked`. A hard bounce, a spam report and an unsubscribe suppress the address: it is
+//!   recorded as opted out of e-mail (and the user's e-mail preference turned off), so deliver
+//!   sends it nothing again;
+//! - nothing for a provider's intermediate statuses (`queued`, `sent`, `ringing`, `processed`,
+//!   `deferred` …).
 //!
 //! The delivery is found through its state in the dedupe bucket (`sent` names the deliver
 //! message that sent it) and that message in the deliver stream. A receipt that races ahead of
@@ -73,18 +79,41 @@ pub trait DeliveryArchive: Send + Sync + 'static {
     fn delivery(&self, sequence: u64) -> impl Future<Output = Result<Option<Delivery>, PortError>> + Send;
 }
 
+/// An address a receipt says must not be sent to again on a channel (a hard bounce, a spam
+/// report, an unsubscribe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    pub tenant: String,
+    /// The directory user, when the delivery had one: their channel preference is turned off.
+    pub user: Option<String>,
+    pub channel: Channel,
+    pub address: String,
+    /// Who reported it (`sendgrid`) and why (`bounce`, `spamreport`, `unsubscribe`).
+    pub provider: String,
+    pub reason: String,
+    pub at: herald_schemas::Timestamp,
+}
+
+/// Where suppressions are recorded (the store's opt-outs, which deliver checks).
+pub trait Suppressions: Send + Sync + 'static {
+    /// Records the suppression; returns whether it is new.
+    fn suppress(&self, suppression: Suppression) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
 /// The receipts stage.
 #[derive(Debug)]
-pub struct Receipts<K, A> {
+pub struct Receipts<K, A, S> {
     states: States<K>,
     archive: A,
+    suppressions: S,
     config: ReceiptsConfig,
 }
 
-impl<K: KeyValue, A: DeliveryArchive> Receipts<K, A> {
-    /// `kv` is the dedupe bucket (the delivery states), `archive` the deliver stream.
-    pub fn new(kv: K, archive: A, config: ReceiptsConfig) -> Self {
-        Receipts { states: States::new(kv), archive, config }
+impl<K: KeyValue, A: DeliveryArchive, S: Suppressions> Receipts<K, A, S> {
+    /// `kv` is the dedupe bucket (the delivery states), `archive` the deliver stream,
+    /// `suppressions` the store's opt-outs.
+    pub fn new(kv: K, archive: A, suppressions: S, config: ReceiptsConfig) -> Self {
+        Receipts { states: States::new(kv), archive, suppressions, config }
     }
 
     /// The delivery the receipt is about, as deliver sent it.
@@ -102,7 +131,10 @@ impl<K: KeyValue, A: DeliveryArchive> Receipts<K, A> {
             }
             None => return Err(StageError::permanent("unknown_delivery", format!("no delivery {id} is recorded (or its record expired)"))),
         };
-        if provider != receipt.provider || provider_message_id != receipt.provider_message_id {
+        // SendGrid's events name `<X-Message-Id>.<more>`, the id the send was answered with first.
+        let same_message = receipt.provider_message_id == provider_message_id
+            || receipt.provider_message_id.strip_prefix(provider_message_id.as_str()).is_some_and(|rest| rest.starts_with('.'));
+        if provider != receipt.provider || !same_message {
             let detail = format!(
                 "the receipt names {} message {}, but delivery {id} was sent through {provider} as {provider_message_id}",
                 receipt.provider, receipt.provider_message_id
@@ -123,18 +155,34 @@ impl<K: KeyValue, A: DeliveryArchive> Receipts<K, A> {
     }
 }
 
-/// What a provider's status says: delivered, not delivered, or not final yet.
+/// What a provider's status says: delivered, not delivered, an engagement, or not final yet.
 fn verdict(channel: Channel, status: &str) -> Option<Status> {
     match (channel, status) {
-        (Channel::Sms, "delivered") | (Channel::Voice, "completed") => Some(Status::Delivered),
+        (Channel::Sms, "delivered") | (Channel::Voice, "completed") | (Channel::Email, "delivered") => Some(Status::Delivered),
         (Channel::Sms, "undelivered" | "failed") | (Channel::Voice, "busy" | "no-answer" | "failed" | "canceled") => {
             Some(Status::Undelivered)
         }
+        (Channel::Email, "bounce") => Some(Status::Bounced),
+        (Channel::Email, "dropped") => Some(Status::Undelivered),
+        (Channel::Email, "spamreport") => Some(Status::Complained),
+        (Channel::Email, "unsubscribe" | "group_unsubscribe") => Some(Status::Unsubscribed),
+        (Channel::Email, "open") => Some(Status::Opened),
+        (Channel::Email, "click") => Some(Status::Clicked),
         _ => None,
     }
 }
 
-impl<K: KeyValue, A: DeliveryArchive> Stage for Receipts<K, A> {
+/// Whether the receipt says never to send to the address again: a hard bounce (SendGrid's
+/// `type` `bounce`; `blocked` is the server refusing for now), a spam report, an unsubscribe.
+fn suppresses(receipt: &Receipt, status: Status) -> bool {
+    match status {
+        Status::Bounced => receipt.details.get("type").is_none_or(|t| t == "bounce"),
+        Status::Complained | Status::Unsubscribed => true,
+        _ => false,
+    }
+}
+
+impl<K: KeyValue, A: DeliveryArchive, S: Suppressions> Stage for Receipts<K, A, S> {
     const NAME: &'static str = "receipts";
     type Input = Receipt;
 
@@ -147,10 +195,30 @@ impl<K: KeyValue, A: DeliveryArchive> Stage for Receipts<K, A> {
         let Some(status) = verdict(delivery.channel, &receipt.status) else {
             return Ok(Outcome::new());
         };
-        let reason = receipt.error_code.clone().unwrap_or_else(|| receipt.status.replace('-', "_"));
+        let reason = match status {
+            Status::Bounced => receipt.details.get("type").cloned().unwrap_or_else(|| "bounce".into()),
+            _ => receipt.error_code.clone().unwrap_or_else(|| receipt.status.replace('-', "_")),
+        };
         let mut detail = format!("{} reports {} {}", receipt.provider, receipt.provider_message_id, receipt.status);
         for (name, value) in &receipt.details {
             detail.push_str(&format!(", {name} {value}"));
+        }
+        if suppresses(&receipt, status) {
+            let suppression = Suppression {
+                tenant: delivery.tenant.clone(),
+                user: delivery.user_id.clone(),
+                channel: delivery.channel,
+                address: delivery.address.clone(),
+                provider: receipt.provider.clone(),
+                reason: receipt.status.clone(),
+                at: receipt.received_at,
+            };
+            let new = self.suppressions.suppress(suppression).await?;
+            detail.push_str(if new {
+                "; the address is suppressed: later deliveries to it on this channel are opted_out"
+            } else {
+                "; the address was suppressed already"
+            });
         }
         let mut outcome = Outcome::new();
         let redial = &self.config.redial;
@@ -209,6 +277,19 @@ mod tests {
         }
     }
 
+    /// Suppressions recorded.
+    #[derive(Default)]
+    struct Suppressed(Mutex<Vec<Suppression>>);
+
+    impl Suppressions for Suppressed {
+        async fn suppress(&self, suppression: Suppression) -> Result<bool, PortError> {
+            let mut all = self.0.lock().unwrap();
+            let new = !all.iter().any(|s| s.address == suppression.address && s.channel == suppression.channel);
+            all.push(suppression);
+            Ok(new)
+        }
+    }
+
     fn call(id: u128) -> Delivery {
         Delivery { channel: Channel::Voice, address: "+14155550100".into(), ..herald_stage::memory::delivery(id) }
     }
@@ -229,19 +310,20 @@ mod tests {
     }
 
     /// A stage whose store knows `delivery` as sent by deliver message `by` as `sid`.
-    async fn sent(delivery: &Delivery, by: u64, sid: &str, attempts: u32) -> Receipts<MemoryKv, Archive> {
+    async fn sent(delivery: &Delivery, by: u64, sid: &str, attempts: u32) -> Receipts<MemoryKv, Archive, Suppressed> {
+        let provider = if delivery.channel == Channel::Email { "sendgrid" } else { "twilio" };
         let kv = MemoryKv::new();
         let states = States::new(kv.clone());
         let Begin::Send(ticket) = states.begin(delivery.delivery_id, None, by, 1, Duration::from_secs(60), Timestamp::now()).await.unwrap()
         else {
             panic!("a new delivery is sent")
         };
-        let phase = Phase::Sent { by, provider: "twilio".into(), provider_message_id: sid.into(), at: Timestamp::now() };
+        let phase = Phase::Sent { by, provider: provider.into(), provider_message_id: sid.into(), at: Timestamp::now() };
         states.finish(&ticket, phase).await.unwrap();
         let archive = Archive::default();
         archive.0.lock().unwrap().insert(by, delivery.clone());
         let config = ReceiptsConfig { redial: RedialPolicy { attempts, ..RedialPolicy::default() } };
-        Receipts::new(kv, archive, config)
+        Receipts::new(kv, archive, Suppressed::default(), config)
     }
 
     #[tokio::test]
@@ -317,9 +399,56 @@ mod tests {
         let kv = MemoryKv::new();
         let racing = call(7);
         States::new(kv.clone()).begin(racing.delivery_id, None, 3, 1, Duration::from_secs(60), Timestamp::now()).await.unwrap();
-        let stage = Receipts::new(kv, Archive::default(), ReceiptsConfig::default());
+        let stage = Receipts::new(kv, Archive::default(), Suppressed::default(), ReceiptsConfig::default());
         let err = stage.process(receipt(&racing, "CA1", "completed"), &meta).await.unwrap_err();
         assert_eq!((err.kind, err.reason.as_str()), (ErrorKind::Transient, "delivery_not_settled"));
+    }
+
+    #[tokio::test]
+    async fn sendgrid_events_map_to_their_statuses_and_hard_bounces_spam_reports_and_unsubscribes_suppress() {
+        let meta = Meta::for_tests();
+        let mail = Delivery { channel: Channel::Email, address: "alice@example.com".into(), ..call(8) };
+        let stage = sent(&mail, 12, "14c5d75ce93.dfd.64b469", 2).await;
+        // SendGrid names the message `<X-Message-Id>.filter…` in its events.
+        let event = |name: &str, kind: Option<&str>| {
+            let mut r = receipt(&mail, "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0", name);
+            r.provider = "sendgrid".into();
+            if let Some(kind) = kind {
+                r.details.insert("type".into(), kind.into());
+            }
+            r
+        };
+        let cases = [
+            ("processed", None, None),
+            ("deferred", None, None),
+            ("delivered", None, Some((Status::Delivered, "delivered"))),
+            ("open", None, Some((Status::Opened, "open"))),
+            ("click", None, Some((Status::Clicked, "click"))),
+            ("bounce", Some("blocked"), Some((Status::Bounced, "blocked"))),
+            ("dropped", None, Some((Status::Undelivered, "dropped"))),
+        ];
+        for (name, kind, expected) in cases {
+            let out = stage.process(event(name, kind), &meta).await.unwrap();
+            let got = out.events().first().map(|e| (e.status, e.reason.clone().unwrap()));
+            assert_eq!(got, expected.map(|(s, r)| (s, r.to_owned())), "{name}");
+        }
+        assert!(stage.suppressions.0.lock().unwrap().is_empty(), "nothing above suppresses the address");
+        for (name, status) in [("bounce", Status::Bounced), ("spamreport", Status::Complained), ("unsubscribe", Status::Unsubscribed)] {
+            let out = stage.process(event(name, (name == "bounce").then_some("bounce")), &meta).await.unwrap();
+            assert_eq!(out.events()[0].status, status, "{name}");
+            assert!(out.events()[0].detail.as_deref().unwrap().contains("suppressed"), "{:?}", out.events()[0]);
+        }
+        let suppressed = stage.suppressions.0.lock().unwrap().clone();
+        assert_eq!(suppressed.len(), 3);
+        assert!(
+            suppressed
+                .iter()
+                .all(|s| s.address == "alice@example.com" && s.channel == Channel::Email && s.user.as_deref() == Some("alice"))
+        );
+        // Another message's events are not this delivery's.
+        let mut foreign = event("open", None);
+        foreign.provider_message_id = "14c5d75ce93.dfd.64b469X.filter".into();
+        assert_eq!(stage.process(foreign, &meta).await.unwrap_err().reason, "receipt_mismatch");
     }
 
     #[test]
