@@ -186,6 +186,21 @@ async fn sms_receipts_end_delivered_and_busy_or_unanswered_calls_are_redialled_p
     // The tracking stream carries ids, never the phone numbers.
     let text = serde_json::to_string(&events)?;
     assert!(!text.contains("+1415555"), "a phone number reached the tracking stream");
+
+    // `herald trace` tells u-2's call as it happened: sent, unanswered, redialled, answered.
+    let notification = first.notification_id.context("a notification id")?;
+    let trace = world.env.run(&["trace", &notification.to_string()]).await?;
+    let order: Vec<&str> =
+        ["accepted", "deliver   sent", "undelivered (no_answer)", "deferred (redial)", "deliver   sent", "delivered"].to_vec();
+    let mut at = 0;
+    for step in &order {
+        let found = trace[at..].find(step).with_context(|| format!("`{step}` after position {at} of the trace:\n{trace}"))?;
+        at += found + step.len();
+    }
+    assert_eq!(trace.matches("  delivery ").count(), 2, "the first call and its redial:\n{trace}");
+    let json: Vec<TrackEvent> = serde_json::from_str(&world.env.run(&["trace", &notification.to_string(), "--json"]).await?)?;
+    let expected = events.iter().filter(|e| e.notification_id == Some(notification)).count();
+    assert_eq!(json.len(), expected, "every event of the notification, and only those");
     Ok(())
 }
 

@@ -303,6 +303,59 @@ impl Nats {
         }))
     }
 
+    /// Every event the tracking stream holds about `notification` of `tenant`, in stream order.
+    /// Notification ids are time-ordered (UUIDv7), so the scan starts a minute before the
+    /// notification was accepted rather than at the stream's start. `progress(read, left)` is
+    /// called as the scan goes.
+    pub async fn notification_events(
+        &self,
+        tenant: &str,
+        notification: uuid::Uuid,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Vec<TrackEvent>, Error> {
+        let name = self.topology.stream_name(topology::role::EVENTS);
+        let stream =
+            self.js.get_stream(&name).await.map_err(|e| Error::NotProvisioned { what: format!("stream {name}"), detail: e.to_string() })?;
+        let deliver_policy = match notification.get_timestamp().map(|t| t.to_unix()) {
+            Some((seconds, _)) => {
+                let start = time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_sub(60))
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                consumer::DeliverPolicy::ByStartTime { start_time: start }
+            }
+            None => consumer::DeliverPolicy::All,
+        };
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: self.topology.events_subject(tenant, "*"),
+            deliver_policy,
+            ..Default::default()
+        };
+        let mut consumer = stream.create_consumer(config).await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
+        let info = consumer.info().await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
+        let mut events = Vec::new();
+        if info.num_pending == 0 {
+            return Ok(events);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
+        let mut read = 0;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| Error::jetstream("tracking stream", e))?;
+            read += 1;
+            let left = message.info().map(|i| i.pending).unwrap_or(0);
+            if let Ok(event) = serde_json::from_slice::<TrackEvent>(&message.payload)
+                && event.notification_id == Some(notification)
+            {
+                events.push(event);
+            }
+            if read % 1000 == 0 || left == 0 {
+                progress(read, left);
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
     /// Every event the tracking stream holds for `tenant` right now (for tests and the demo).
     pub async fn events_snapshot(&self, tenant: &str) -> Result<Vec<TrackEvent>, Error> {
         let name = self.topology.stream_name(topology::role::EVENTS);

@@ -112,6 +112,20 @@ enum Command {
         command: EventsCommand,
     },
 
+    /// One notification's whole timeline, read from the tracking stream: its own events
+    /// (accepted, scheduled, rejected …) and each delivery's, stage by stage, retries, receipts
+    /// and redials included, with times from the first event.
+    Trace {
+        /// The notification id (what `herald send` printed, or an event's `notification_id`).
+        notification: uuid::Uuid,
+        /// The notification's tenant.
+        #[arg(long, default_value = "acme", value_parser = herald::cli::parse_tenant)]
+        tenant: String,
+        /// Print the events as a JSON array instead.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Queue depth per stage and priority lane: pending, ack-pending and redelivered messages per
     /// consumer, and messages per stream (the dead-letter stream included).
     Status {
@@ -213,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }
         Command::Status { json, busy } => events::status(&config, json, busy).await,
+        Command::Trace { notification, tenant, json } => events::trace(&config, &tenant, notification, json).await,
         Command::Demo { count } => demo::run(&config, count).await,
         Command::Bench(args) => bench::run(&config, args).await,
     }

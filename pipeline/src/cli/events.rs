@@ -1,4 +1,5 @@
-//! Watching the pipeline: `herald events tail` (the tracking stream) and `herald status`
+//! Watching the pipeline: `herald events tail` (the tracking stream), `herald trace` (one
+//! notification's timeline from it) and `herald status`
 //! (queue depths).
 
 use futures::StreamExt;
@@ -58,4 +59,74 @@ pub async fn status(config: &Config, json: bool, busy: bool) -> anyhow::Result<(
         println!("{name:<20} {messages:>10}");
     }
     Ok(())
+}
+
+/// `herald trace`: one notification's whole timeline from the tracking stream, for a person
+/// (or as JSON).
+pub async fn trace(config: &Config, tenant: &str, notification: uuid::Uuid, json: bool) -> anyhow::Result<()> {
+    let connection = app::connect(config, false).await?;
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} Reading the tracking stream: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let events = connection
+        .nats
+        .notification_events(tenant, notification, |read, left| bar.set_message(format!("{read} events read, {left} to go")))
+        .await?;
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        !events.is_empty(),
+        "no event of notification {notification} on tenant `{tenant}`'s tracking stream: check --tenant, and that the notification is younger than topology.max_age"
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+    } else {
+        print!("{}", timeline(notification, tenant, &events));
+    }
+    Ok(())
+}
+
+/// The timeline as text: the notification's own events, then each delivery's, times relative to
+/// the first event.
+fn timeline(notification: uuid::Uuid, tenant: &str, events: &[herald_schemas::TrackEvent]) -> String {
+    use std::fmt::Write;
+    let start = events.iter().map(|e| e.at).min().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "Notification {notification} of tenant {tenant}: {} events from {start}", events.len());
+    let line = |out: &mut String, e: &herald_schemas::TrackEvent| {
+        let offset = e.at.duration_since(start).as_secs_f64();
+        let reason = e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let detail = e.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        let attempt = if e.attempt > 1 { format!(" [attempt {}]", e.attempt) } else { String::new() };
+        let _ = writeln!(out, "    {offset:>9.3}s  {:<8}  {}{reason}{attempt}{detail}", e.stage, e.status);
+    };
+    let mut sorted: Vec<&herald_schemas::TrackEvent> = events.iter().collect();
+    sorted.sort_by_key(|e| e.at);
+    let own: Vec<_> = sorted.iter().filter(|e| e.delivery_id.is_none()).collect();
+    if !own.is_empty() {
+        let _ = writeln!(out, "  the notification");
+        for e in own {
+            line(&mut out, e);
+        }
+    }
+    let mut deliveries: Vec<uuid::Uuid> = Vec::new();
+    for e in &sorted {
+        if let Some(d) = e.delivery_id
+            && !deliveries.contains(&d)
+        {
+            deliveries.push(d);
+        }
+    }
+    for delivery in deliveries {
+        let mine: Vec<_> = sorted.iter().filter(|e| e.delivery_id == Some(delivery)).collect();
+        let first = mine[0];
+        let user = first.user_id.as_deref().unwrap_or("-");
+        let channel = first.channel.map(|c| c.to_string()).unwrap_or_default();
+        let last = mine.last().map(|e| e.status.to_string()).unwrap_or_default();
+        let _ = writeln!(out, "  delivery {delivery} to {user} on {channel}: {last}");
+        for e in mine {
+            line(&mut out, e);
+        }
+    }
+    out
 }

@@ -9,6 +9,9 @@ use crate::Meta;
 #[derive(Debug, Clone)]
 pub struct EventBuilder {
     event: TrackEvent,
+    /// The delivery's address (a phone number, an e-mail address, a token), kept out of the
+    /// event: the tracking stream carries ids, never addresses.
+    address: Option<String>,
 }
 
 impl EventBuilder {
@@ -36,6 +39,7 @@ impl EventBuilder {
         builder.event.user_id = delivery.user_id.clone();
         builder.event.channel = Some(delivery.channel);
         builder.event.event_id = id(delivery.delivery_id, stage, status, meta.attempt);
+        builder.address = Some(delivery.address.clone()).filter(|a| a.len() >= 3);
         builder
     }
 
@@ -60,6 +64,7 @@ impl EventBuilder {
                 attempt: meta.attempt,
                 at: meta.received_at,
             },
+            address: None,
         }
     }
 
@@ -101,7 +106,14 @@ impl EventBuilder {
         self
     }
 
-    pub fn build(self) -> TrackEvent {
+    /// The event, with the delivery's address written `[address]` wherever a detail quotes it
+    /// (a provider's refusal often does: "The 'To' number +1… is not a valid phone number").
+    pub fn build(mut self) -> TrackEvent {
+        if let (Some(address), Some(detail)) = (&self.address, &mut self.event.detail)
+            && detail.contains(address.as_str())
+        {
+            *detail = detail.replace(address.as_str(), "[address]");
+        }
         self.event
     }
 }
@@ -111,4 +123,23 @@ impl EventBuilder {
 fn id(subject: Uuid, stage: &str, status: Status, attempt: u32) -> Uuid {
     let attempt = if status.is_per_attempt() { attempt } else { 0 };
     ids::event_id(subject, stage, status, attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_event_never_quotes_the_address() {
+        let delivery = Delivery { address: "+14155550100".into(), ..crate::memory::delivery(3) };
+        let meta = Meta::for_tests();
+        let event = EventBuilder::delivery("deliver", &meta, &delivery, Status::Failed)
+            .reason("21211", "Twilio answered 400: The 'To' number +14155550100 is not a valid phone number.")
+            .build();
+        assert_eq!(event.detail.as_deref(), Some("Twilio answered 400: The 'To' number [address] is not a valid phone number."));
+        assert_eq!((event.delivery_id, event.user_id.as_deref()), (Some(delivery.delivery_id), Some("alice")), "the ids stay");
+        let other =
+            EventBuilder::about("cancel", &meta, "acme", delivery.notification_id, Status::Cancelled).reason("cancelled", "by +1").build();
+        assert_eq!(other.detail.as_deref(), Some("by +1"), "only a delivery's own address is written over");
+    }
 }

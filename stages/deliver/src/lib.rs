@@ -234,7 +234,7 @@ impl<K: KeyValue> Deliver<K> {
     /// Records that the recipient told `provider` to stop; says what was done, for the event.
     async fn record_opt_out(&self, delivery: &Delivery, provider: &str, code: &str) -> String {
         let Some(registry) = &self.providers.devices else {
-            return format!("{} should be opted out of {}, but this process has no store", delivery.address, delivery.channel);
+            return format!("the recipient should be opted out of {}, but this process has no store", delivery.channel);
         };
         let request = OptOutRequest {
             tenant: delivery.tenant.clone(),

@@ -227,7 +227,9 @@ impl<K: KeyValue, A: DeliveryArchive, S: Suppressions> Stage for Receipts<K, A, 
             if redials_left {
                 let first = delivery.redial_of.unwrap_or(delivery.delivery_id);
                 let number = delivery.redial + 1;
-                let at = meta.received_at.checked_add(redial.after).unwrap_or(meta.received_at);
+                // From when the receipt came, not when this copy of it is read: a redelivered
+                // receipt schedules the same redial at the same time, with the same event.
+                let at = receipt.received_at.checked_add(redial.after).unwrap_or(receipt.received_at);
                 let again = Delivery {
                     delivery_id: ids::redial_id(first, number),
                     redial_of: Some(first),
@@ -331,7 +333,8 @@ mod tests {
         let first = call(3);
         let stage = sent(&first, 40, "CA1", 1).await;
         let meta = Meta::for_tests();
-        let out = stage.process(receipt(&first, "CA1", "busy"), &meta).await.unwrap();
+        let busy = receipt(&first, "CA1", "busy");
+        let out = stage.process(busy.clone(), &meta).await.unwrap();
         let statuses: Vec<_> = out.events().iter().map(|e| (e.status, e.reason.clone())).collect();
         assert_eq!(statuses, [(Status::Undelivered, Some("busy".into())), (Status::Deferred, Some("redial".into()))]);
         let redials: Vec<(Delivery, Timestamp)> = out.deferred(Hop::Throttle);
@@ -342,8 +345,12 @@ mod tests {
             (ids::redial_id(first.delivery_id, 1), 1, Some(first.delivery_id))
         );
         assert!(*at >= meta.received_at.checked_add(Duration::from_secs(299)).unwrap(), "placed receipts.redial.after later");
-        let again = stage.process(receipt(&first, "CA1", "busy"), &meta).await.unwrap();
-        assert_eq!(again.events(), out.events(), "the same receipt twice: the same events, the same redial id");
+        // The stored receipt read again later (a redelivery): the same events, the same redial.
+        let later = Meta { attempt: 2, received_at: meta.received_at.checked_add(Duration::from_secs(40)).unwrap(), ..meta.clone() };
+        let again = stage.process(busy, &later).await.unwrap();
+        let ids = |o: &Outcome| o.events().iter().map(|e| e.event_id).collect::<Vec<_>>();
+        assert_eq!(ids(&again), ids(&out), "the same event ids");
+        assert_eq!(again.deferred::<Delivery>(Hop::Throttle), redials, "the same redial at the same time");
 
         // The redial, busy too: the policy's one redial is spent.
         let stage = sent(redial, 41, "CA2", 1).await;
