@@ -52,7 +52,7 @@ url = "{twilio}"
 
 [receipts.redial]
 attempts = 2
-after = "1s"
+after = "3s"
 on = ["busy", "no-answer"]
 "#,
         ca = ca_file.display(),
@@ -147,7 +147,7 @@ async fn sms_receipts_end_delivered_and_busy_or_unanswered_calls_are_redialled_p
     world.send(0..3, "sms").await?;
     world.send(0..3, "voice").await?;
 
-    // The first call to u-2 goes unanswered; the redial a second later is answered.
+    // The first call to u-2 goes unanswered; the redial three seconds later is answered (the test switches the outcome in between).
     let undelivered = world.events_with(Status::Undelivered, 2).await?;
     let first = undelivered.iter().find(|e| e.user_id.as_deref() == Some("u-2")).context("u-2's unanswered call")?;
     assert_eq!(first.reason.as_deref(), Some("no_answer"), "{first:?}");
@@ -157,7 +157,7 @@ async fn sms_receipts_end_delivered_and_busy_or_unanswered_calls_are_redialled_p
     let delivered = world.events_with(Status::Delivered, 5).await?;
     let undelivered = world.events_with(Status::Undelivered, 4).await?;
     // Past the time a third redial of u-1 would have been placed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     world.env.wait_idle(PATIENCE).await?;
 
     let calls = world.accepted(ProviderKind::TwilioVoice);
@@ -201,6 +201,16 @@ async fn sms_receipts_end_delivered_and_busy_or_unanswered_calls_are_redialled_p
     let json: Vec<TrackEvent> = serde_json::from_str(&world.env.run(&["trace", &notification.to_string(), "--json"]).await?)?;
     let expected = events.iter().filter(|e| e.notification_id == Some(notification)).count();
     assert_eq!(json.len(), expected, "every event of the notification, and only those");
+
+    // The events' schema is published by the API, versioned, exactly as committed.
+    let api = world.receipts.trim_end_matches("/v1/receipts/twilio");
+    let names: Vec<String> = reqwest::get(format!("{api}/v1/schemas")).await?.json().await?;
+    assert!(names.iter().any(|n| n == "track-event.v1.schema.json") && names.iter().any(|n| n == "receipt.v1.schema.json"), "{names:?}");
+    let served = reqwest::get(format!("{api}/v1/schemas/track-event.v1.schema.json")).await?.text().await?;
+    let committed =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/json/track-event.v1.schema.json"))?;
+    assert_eq!(served, committed);
+    assert_eq!(reqwest::get(format!("{api}/v1/schemas/nothing.v9.schema.json")).await?.status().as_u16(), 404);
     Ok(())
 }
 

@@ -30,7 +30,8 @@
 //!
 //! Beside them, without the admin token: `/v1/inbox/{tenant}/…` (apps, with user tokens) and
 //! `POST /v1/receipts/twilio/{tenant}/{delivery}` (Twilio's status callbacks, checked by
-//! `X-Twilio-Signature`; see [`receipts`]).
+//! `X-Twilio-Signature`; see [`receipts`]), `GET /v1/schemas[/{name}]` (the wire types' JSON
+//! Schemas, public).
 //!
 //! The bodies are the types of `herald_schemas::api`, shared with the CLI. Errors are
 //! `{"error": {"code", "message"}}` with 400 (invalid), 401, 404, 422 (a template that does not
@@ -94,8 +95,23 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1/inbox/{tenant}", inbox::routes().route_layer(middleware::from_fn(auth::tenant_in_path)))
         // Providers, authenticated by their own signatures.
         .nest("/v1/receipts", receipts::routes())
+        // The wire types' JSON Schemas, versioned (`<type>.v1.schema.json`), for consumers.
+        .route("/v1/schemas", get(schemas))
+        .route("/v1/schemas/{name}", get(schema))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
+}
+
+/// `GET /v1/schemas`: the names of the published schemas.
+async fn schemas() -> axum::Json<Vec<&'static str>> {
+    axum::Json(herald_schemas::schema_files().into_iter().map(|f| f.name).collect())
+}
+
+/// `GET /v1/schemas/{name}`: one schema, exactly as committed under `schemas/json/`.
+async fn schema(axum::extract::Path(name): axum::extract::Path<String>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let file = herald_schemas::schema_files().into_iter().find(|f| f.name == name).ok_or_else(|| ApiError::not_found("schema", &name))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/schema+json")], file.contents).into_response())
 }
 
 /// Serves the API on `listener` until `cancel` fires.
