@@ -479,7 +479,7 @@ impl Sandbox {
 
     /// Everything received, in arrival order.
     pub fn received(&self) -> Vec<Received> {
-        lock(&self.shared.received).clone()
+        self.shared.received_copy()
     }
 
     /// What `provider` accepted.

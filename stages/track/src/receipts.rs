@@ -220,17 +220,17 @@ impl<K: KeyValue, A: DeliveryArchive, S: Suppressions> Stage for Receipts<K, A, 
                 "; the address was suppressed already"
             });
         }
-        let mut outcome = Outcome::new();
         let redial = &self.config.redial;
-        let redials_left = delivery.redial < redial.attempts;
+        let mut again = None;
         if delivery.channel == Channel::Voice && status == Status::Undelivered && redial.on.contains(&receipt.status) {
-            if redials_left {
+            if delivery.redial < redial.attempts {
                 let first = delivery.redial_of.unwrap_or(delivery.delivery_id);
                 let number = delivery.redial + 1;
                 // From when the receipt came, not when this copy of it is read: a redelivered
                 // receipt schedules the same redial at the same time, with the same event.
                 let at = receipt.received_at.checked_add(redial.after).unwrap_or(receipt.received_at);
-                let again = Delivery {
+                detail.push_str(&format!("; redial {number} of {} at {at}", redial.attempts));
+                let call = Delivery {
                     delivery_id: ids::redial_id(first, number),
                     redial_of: Some(first),
                     redial: number,
@@ -238,22 +238,21 @@ impl<K: KeyValue, A: DeliveryArchive, S: Suppressions> Stage for Receipts<K, A, 
                     deferred_until: None,
                     ..delivery.clone()
                 };
-                detail.push_str(&format!("; redial {number} of {} at {at}", redial.attempts));
-                outcome = outcome.defer(Hop::Throttle, &again, at)?.event(
-                    EventBuilder::delivery(Self::NAME, meta, &again, Status::Deferred)
-                        .reason("redial", format!("call {first} was {}: redial {number} of {}", receipt.status, redial.attempts))
-                        .deferred_until(at)
-                        .build(),
-                )?;
+                let why = format!("call {first} was {}: redial {number} of {}", receipt.status, redial.attempts);
+                again = Some((call, at, why));
             } else {
                 detail.push_str(&format!("; no redial left (receipts.redial.attempts = {})", redial.attempts));
             }
         }
-        let event = EventBuilder::delivery(Self::NAME, meta, &delivery, status).reason(reason, detail).build();
-        // The event first, so `undelivered` precedes the redial's `deferred` on the stream.
-        let mut ordered = Outcome::new().event(event)?;
-        ordered.emits.append(&mut outcome.emits);
-        Ok(ordered)
+        // The receipt's event first, so `undelivered` precedes the redial's `deferred`.
+        let mut outcome =
+            Outcome::new().event(EventBuilder::delivery(Self::NAME, meta, &delivery, status).reason(reason, detail).build())?;
+        if let Some((call, at, why)) = again {
+            let deferred =
+                EventBuilder::delivery(Self::NAME, meta, &call, Status::Deferred).reason("redial", why).deferred_until(at).build();
+            outcome = outcome.defer(Hop::Throttle, &call, at)?.event(deferred)?;
+        }
+        Ok(outcome)
     }
 }
 
