@@ -132,3 +132,31 @@ pub async fn raw_chain(url: &str, hops: usize, count: usize, size: usize, in_fli
     }
     Ok(ChainResult { elapsed, latencies })
 }
+
+/// Publishes every `(subject, payload)` of `messages` on the server at `url` with up to `window`
+/// publish acks outstanding (the benchmark's generated tracking events); `progress` is called
+/// after each publish.
+pub async fn publish_all(
+    url: &str,
+    messages: impl Iterator<Item = (String, Vec<u8>)>,
+    window: usize,
+    mut progress: impl FnMut(),
+) -> Result<(), Error> {
+    let client = async_nats::connect(url).await.map_err(|e| Error::jetstream(url, e))?;
+    let js = jetstream::new(client);
+    let mut acks = std::collections::VecDeque::new();
+    for (subject, payload) in messages {
+        let ack = js.publish(subject.clone(), payload.into()).await.map_err(|e| Error::jetstream(&subject, e))?;
+        acks.push_back((subject, ack));
+        if acks.len() >= window.max(1)
+            && let Some((subject, ack)) = acks.pop_front()
+        {
+            ack.await.map_err(|e| Error::jetstream(&subject, e))?;
+        }
+        progress();
+    }
+    for (subject, ack) in acks {
+        ack.await.map_err(|e| Error::jetstream(&subject, e))?;
+    }
+    Ok(())
+}

@@ -8,7 +8,9 @@
 //! - [`server`]: starting real `nats-server` processes (the embedded default and tests).
 
 pub mod alerts;
+pub mod batches;
 pub mod bench;
+pub mod depth;
 mod error;
 pub mod inbox;
 pub mod kv;
@@ -35,7 +37,7 @@ pub use kv::NatsKv;
 pub use provision::{Action, Change, Report};
 pub use runner::{RunnerConfig, StageStats};
 pub use schedule::NatsScheduler;
-pub use topology::{ConsumerRef, Topology, TopologyConfig};
+pub use topology::{ConsumerRef, ConsumerSpec, Topology, TopologyConfig};
 
 /// A connection to NATS with the topology it works in.
 #[derive(Clone)]
@@ -119,6 +121,23 @@ impl Nats {
         runner::run(stage, self.js.clone(), self.topology.clone(), consumer, config, stats, cancel).await
     }
 
+    /// Reads `consumer` in batches into `sink` until `cancel` fires; see [`batches`].
+    pub async fn run_batches<T, F, Fut>(
+        &self,
+        consumer: ConsumerRef,
+        config: batches::BatchConfig,
+        stats: Arc<batches::BatchStats>,
+        cancel: CancellationToken,
+        sink: F,
+    ) -> Result<(), Error>
+    where
+        T: serde::de::DeserializeOwned,
+        F: FnMut(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        batches::run(self.js.clone(), consumer, config, stats, cancel, sink).await
+    }
+
     /// A KV bucket as a stage port.
     pub async fn kv(&self, bucket: &str) -> Result<NatsKv, Error> {
         let store = self
@@ -191,6 +210,19 @@ impl Nats {
         let subject = self.topology.receipts_subject(&receipt.tenant, &receipt.provider);
         let body = Bytes::from(serde_json::to_vec(receipt).map_err(|e| Error::Invalid(e.to_string()))?);
         let publish = jetstream::message::PublishMessage::build().payload(body).message_id(receipt.receipt_id.to_string());
+        let ack = self.js.send_publish(subject.clone(), publish).await.map_err(|e| Error::jetstream(&subject, e))?;
+        let ack = ack.await.map_err(|e| Error::jetstream(&subject, e))?;
+        Ok(ack.sequence)
+    }
+
+    /// Hands an event to track (`<prefix>.stage.track.<tenant>`), stored once per event id
+    /// (`Nats-Msg-Id`), as a stage's report would be: for what Herald's API sees itself, e.g. an
+    /// open or a click on an engagement link.
+    pub async fn report_event(&self, event: &TrackEvent) -> Result<u64, Error> {
+        herald_schemas::directory::check_tenant(&event.tenant).map_err(|e| Error::Invalid(e.detail))?;
+        let subject = self.topology.lane_subject(herald_stage::Hop::Track, None, &event.tenant, None);
+        let body = Bytes::from(serde_json::to_vec(event).map_err(|e| Error::Invalid(e.to_string()))?);
+        let publish = jetstream::message::PublishMessage::build().payload(body).message_id(format!("{}:{}", event.event_id, event.stage));
         let ack = self.js.send_publish(subject.clone(), publish).await.map_err(|e| Error::jetstream(&subject, e))?;
         let ack = ack.await.map_err(|e| Error::jetstream(&subject, e))?;
         Ok(ack.sequence)
@@ -311,49 +343,80 @@ impl Nats {
         &self,
         tenant: &str,
         notification: uuid::Uuid,
-        mut progress: impl FnMut(u64, u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<Vec<TrackEvent>, Error> {
+        let since = notification.get_timestamp().map(|t| {
+            let (seconds, _) = t.to_unix();
+            herald_schemas::Timestamp::from_second(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_sub(60))
+                .unwrap_or(herald_schemas::Timestamp::UNIX_EPOCH)
+        });
+        let mut events = Vec::new();
+        self.scan_events(
+            tenant,
+            "*",
+            since,
+            |event| {
+                if event.notification_id == Some(notification) {
+                    events.push(event);
+                }
+            },
+            progress,
+        )
+        .await?;
+        Ok(events)
+    }
+
+    /// Reads what the tracking stream holds for `tenant` (`status` narrows the subject, `*` for
+    /// any) from the first event stored at or after `since` (the stream's start when `None`) to
+    /// the last one stored when the scan began, through an ordered consumer: `visit` sees each
+    /// event in stream order, `progress(read, left)` is called every thousand messages and at
+    /// the end. Events that do not decode are counted in the summary, not visited.
+    pub async fn scan_events(
+        &self,
+        tenant: &str,
+        status: &str,
+        since: Option<herald_schemas::Timestamp>,
+        mut visit: impl FnMut(TrackEvent),
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Scan, Error> {
         let name = self.topology.stream_name(topology::role::EVENTS);
         let stream =
             self.js.get_stream(&name).await.map_err(|e| Error::NotProvisioned { what: format!("stream {name}"), detail: e.to_string() })?;
-        let deliver_policy = match notification.get_timestamp().map(|t| t.to_unix()) {
-            Some((seconds, _)) => {
-                let start = time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_sub(60))
-                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-                consumer::DeliverPolicy::ByStartTime { start_time: start }
-            }
-            None => consumer::DeliverPolicy::All,
-        };
         let config = consumer::pull::OrderedConfig {
-            filter_subject: self.topology.events_subject(tenant, "*"),
-            deliver_policy,
+            filter_subject: self.topology.events_subject(tenant, status),
+            deliver_policy: match since {
+                Some(since) => consumer::DeliverPolicy::ByStartTime {
+                    start_time: time::OffsetDateTime::from_unix_timestamp_nanos(since.as_nanosecond())
+                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                },
+                None => consumer::DeliverPolicy::All,
+            },
             ..Default::default()
         };
         let mut consumer = stream.create_consumer(config).await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
         let info = consumer.info().await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
-        let mut events = Vec::new();
+        let mut scan = Scan::default();
         if info.num_pending == 0 {
-            return Ok(events);
+            progress(0, 0);
+            return Ok(scan);
         }
         let mut messages = consumer.messages().await.map_err(|e| Error::jetstream(format!("ordered consumer on {name}"), e))?;
-        let mut read = 0;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| Error::jetstream("tracking stream", e))?;
-            read += 1;
+            scan.read += 1;
             let left = message.info().map(|i| i.pending).unwrap_or(0);
-            if let Ok(event) = serde_json::from_slice::<TrackEvent>(&message.payload)
-                && event.notification_id == Some(notification)
-            {
-                events.push(event);
+            match serde_json::from_slice::<TrackEvent>(&message.payload) {
+                Ok(event) => visit(event),
+                Err(_) => scan.undecodable += 1,
             }
-            if read % 1000 == 0 || left == 0 {
-                progress(read, left);
+            if scan.read % 1000 == 0 || left == 0 {
+                progress(scan.read, left);
             }
             if left == 0 {
                 break;
             }
         }
-        Ok(events)
+        Ok(scan)
     }
 
     /// Every event the tracking stream holds for `tenant` right now (for tests and the demo).
@@ -406,6 +469,26 @@ impl Nats {
         Ok(letters)
     }
 
+    /// Deletes the durable consumer `durable` and creates it again as the topology declares it,
+    /// so it reads its stream from the oldest message kept (the notification log's `log`, to
+    /// rebuild the log). Returns how many messages the stream holds for it to read.
+    pub async fn reset_consumer(&self, durable: &str) -> Result<u64, Error> {
+        let (stream_name, config) =
+            self.topology.consumers().into_iter().find(|(_, c)| c.durable_name.as_deref() == Some(durable)).ok_or_else(|| {
+                Error::NotProvisioned { what: format!("consumer {durable}"), detail: "the topology has no such consumer".into() }
+            })?;
+        let what = format!("consumer {stream_name}/{durable}");
+        let stream =
+            self.js.get_stream(&stream_name).await.map_err(|e| Error::NotProvisioned { what: what.clone(), detail: e.to_string() })?;
+        // Gone already is as good as deleted.
+        let _ = stream.delete_consumer(durable).await;
+        provision::ensure_consumer(&self.js, &stream_name, config).await?;
+        // Every message the stream keeps (its readers may have taken some already).
+        let mut stream = stream;
+        let info = stream.info().await.map_err(|e| Error::jetstream(what, e))?;
+        Ok(info.state.messages)
+    }
+
     /// Queue depth of every consumer of the topology.
     pub async fn status(&self) -> Result<Vec<ConsumerStatus>, Error> {
         let mut rows = Vec::new();
@@ -435,6 +518,23 @@ impl Nats {
             });
         }
         Ok(rows)
+    }
+
+    /// What the durable consumer `durable` has not finished: pending and unacknowledged.
+    pub async fn backlog(&self, durable: &str) -> Result<u64, Error> {
+        let spec = self
+            .topology
+            .consumer_specs()
+            .into_iter()
+            .find(|c| c.durable() == durable)
+            .ok_or_else(|| Error::Invalid(format!("no consumer `{durable}` in the topology")))?;
+        let stream = self
+            .js
+            .get_stream(&spec.stream)
+            .await
+            .map_err(|e| Error::NotProvisioned { what: format!("stream {}", spec.stream), detail: e.to_string() })?;
+        let info = stream.consumer_info(durable).await.map_err(|e| Error::jetstream(format!("consumer {}/{durable}", spec.stream), e))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
     /// Message counts of every stream (by name).
@@ -491,6 +591,15 @@ fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
 }
 
 /// One row of `herald status`.
+/// What [`Nats::scan_events`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Messages read.
+    pub read: u64,
+    /// Messages that were not a tracking event (and so were not visited).
+    pub undecodable: u64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConsumerStatus {
     pub stream: String,

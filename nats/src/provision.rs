@@ -140,7 +140,7 @@ fn stream_diffs(now: &stream::Config, want: &stream::Config) -> (Vec<String>, Ve
     (mutable, immutable)
 }
 
-async fn ensure_consumer(js: &jetstream::Context, stream_name: &str, desired: consumer::pull::Config) -> Result<Action, Error> {
+pub(crate) async fn ensure_consumer(js: &jetstream::Context, stream_name: &str, desired: consumer::pull::Config) -> Result<Action, Error> {
     let name = desired.durable_name.clone().unwrap_or_default();
     let what = || format!("consumer {stream_name}/{name}");
     let stream = js.get_stream(stream_name).await.map_err(|e| Error::provision(what(), e))?;

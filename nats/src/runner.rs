@@ -34,6 +34,9 @@
 //!   it has room for.
 //! - On cancellation it stops pulling, finishes every message it holds, waits for their publish
 //!   acks, acks them and flushes the connection, so nothing is redelivered after a clean stop.
+//! - Every step is counted through the `metrics` facade (`herald_stage_*`, `herald_message_bytes`,
+//!   labelled with the stage, its priority lane and, for deliver, route and channel): free when
+//!   no recorder is installed, a Prometheus exporter's series when `herald` serves `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +116,57 @@ impl StageStats {
     }
 }
 
+/// The runner's series for one consumer: handles registered once, reason-labelled ones on use.
+struct RunnerMetrics {
+    labels: Vec<metrics::Label>,
+    received: metrics::Counter,
+    acked: metrics::Counter,
+    emitted: metrics::Counter,
+    processing: metrics::Histogram,
+    bytes: metrics::Histogram,
+}
+
+impl RunnerMetrics {
+    fn new(stage: &'static str, topology: &Topology, consumer: &ConsumerRef) -> Self {
+        let spec = topology.consumer_specs().into_iter().find(|c| c.durable() == consumer.durable);
+        let mut labels = vec![metrics::Label::new("stage", stage)];
+        if let Some(spec) = &spec {
+            labels.push(metrics::Label::new("priority", spec.lane.as_str()));
+            if let Some(route) = spec.route {
+                labels.push(metrics::Label::new("route", route.as_str()));
+                labels.push(metrics::Label::new("channel", route.channel().as_str()));
+            }
+        }
+        RunnerMetrics {
+            received: metrics::counter!("herald_stage_received_total", labels.clone()),
+            acked: metrics::counter!("herald_stage_acked_total", labels.clone()),
+            emitted: metrics::counter!("herald_stage_emitted_total", labels.clone()),
+            processing: metrics::histogram!("herald_stage_processing_seconds", labels.clone()),
+            bytes: metrics::histogram!("herald_message_bytes", labels.clone()),
+            labels,
+        }
+    }
+
+    /// A counter of `name` with the consumer's labels and `reason`.
+    fn because(&self, name: &'static str, reason: &str) -> metrics::Counter {
+        let mut labels = self.labels.clone();
+        labels.push(metrics::Label::new("reason", reason.to_owned()));
+        metrics::counter!(name, labels)
+    }
+
+    fn error(&self, error: &StageError) {
+        let mut labels = self.labels.clone();
+        let kind = match error.kind {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Outage => "outage",
+        };
+        labels.push(metrics::Label::new("kind", kind));
+        labels.push(metrics::Label::new("reason", error.reason.clone()));
+        metrics::counter!("herald_stage_errors_total", labels).increment(1);
+    }
+}
+
 /// Everything a running stage shares between its messages.
 struct Shared<S> {
     stage: S,
@@ -121,6 +175,7 @@ struct Shared<S> {
     topology: Arc<Topology>,
     config: RunnerConfig,
     stats: Arc<StageStats>,
+    metrics: RunnerMetrics,
     /// Attempts before a transient failure is dead-lettered.
     max_attempts: u32,
 }
@@ -143,7 +198,9 @@ pub async fn run<S: Stage>(
     // consumers allow more attempts than the others.
     let max_deliver = consumer.cached_info().config.max_deliver;
     let max_attempts = if max_deliver > 1 { u32::try_from(max_deliver - 1).unwrap_or(u32::MAX) } else { topology.config.max_deliveries };
-    let shared = Arc::new(Shared { stage, cancel: cancel.clone(), js: js.clone(), topology, config: config.clone(), stats, max_attempts });
+    let metrics = RunnerMetrics::new(S::NAME, &topology, &consumer_ref);
+    let shared =
+        Arc::new(Shared { stage, cancel: cancel.clone(), js: js.clone(), topology, config: config.clone(), stats, metrics, max_attempts });
     let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut tasks = JoinSet::new();
     info!(stage = S::NAME, consumer = %consumer_ref.durable, "Stage started.");
@@ -217,6 +274,8 @@ pub async fn run<S: Stage>(
 /// Processes one message to its end: acked, naked or terminated.
 async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
     StageStats::bump(&shared.stats.received, 1);
+    shared.metrics.received.increment(1);
+    shared.metrics.bytes.record(message.payload.len() as f64);
     let Ok(info) = message.info() else {
         error!(stage = S::NAME, subject = %message.subject, "Message without JetStream metadata (was it published with core NATS to a stage subject?); terminating it.");
         ack(&message, AckKind::Term).await;
@@ -239,10 +298,15 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
         let mut outages = 0;
         let held_since = tokio::time::Instant::now();
         let result = loop {
+            let started = std::time::Instant::now();
             let result = match S::Input::decode(&message.payload) {
                 Ok(input) => process_with_progress(shared, &message, input, &meta).await,
                 Err(error) => Err(StageError::from(error)),
             };
+            shared.metrics.processing.record(started.elapsed().as_secs_f64());
+            if let Err(error) = &result {
+                shared.metrics.error(error);
+            }
             match result {
                 Err(error) if error.kind == ErrorKind::Outage => {
                     outages += 1;
@@ -269,6 +333,7 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
                 if publish_until_done(shared, &message, &meta, outcome.emits).await {
                     ack(&message, AckKind::Ack).await;
                     StageStats::bump(&shared.stats.acked, 1);
+                    shared.metrics.acked.increment(1);
                 }
             }
             Err(error) if error.is_transient() => retry_or_dead_letter(shared, &message, &meta, error).await,
@@ -284,6 +349,7 @@ async fn handle<S: Stage>(shared: &Shared<S>, message: jetstream::Message) {
 /// must stay ours meanwhile.
 async fn hold_reported<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: &Meta, error: &StageError) {
     StageStats::bump(&shared.stats.held, 1);
+    shared.metrics.because("herald_stage_held_total", &error.reason).increment(1);
     let event = event_about(S::NAME, message, meta, Status::Held, error);
     let patience = (shared.topology.config.ack_wait / 3).max(Duration::from_millis(100));
     match tokio::time::timeout(patience, publish_all(shared, vec![event])).await {
@@ -332,6 +398,7 @@ async fn fail<S: Stage>(shared: &Shared<S>, message: &jetstream::Message, meta: 
     let event = event_about(S::NAME, message, meta, Status::Failed, error);
     if publish_until_done(shared, message, meta, vec![event]).await {
         StageStats::bump(&shared.stats.failed, 1);
+        shared.metrics.because("herald_stage_failed_total", &error.reason).increment(1);
         ack(message, AckKind::Term).await;
     }
 }
@@ -394,6 +461,7 @@ async fn publish_all<S: Stage>(shared: &Shared<S>, emits: Vec<Emit>) -> Result<(
         ack.await.map_err(|e| publish_error(&subject, e))?;
     }
     StageStats::bump(&shared.stats.published, count);
+    shared.metrics.emitted.increment(count);
     Ok(())
 }
 
@@ -457,6 +525,7 @@ async fn retry_or_dead_letter<S: Stage>(shared: &Shared<S>, message: &jetstream:
         warn!(error = %e, "Could not report the retry.");
     }
     StageStats::bump(&shared.stats.retried, 1);
+    shared.metrics.because("herald_stage_retries_total", &error.reason).increment(1);
     ack(message, AckKind::Nak(Some(delay))).await;
 }
 
@@ -494,6 +563,7 @@ async fn dead_letter<S: Stage>(shared: &Shared<S>, message: &jetstream::Message,
         }
     }
     StageStats::bump(&shared.stats.dead_lettered, 1);
+    shared.metrics.because("herald_stage_dead_letters_total", &error.reason).increment(1);
     ack(message, AckKind::Term).await;
 }
 
@@ -506,6 +576,8 @@ fn event_about(stage: &str, message: &jetstream::Message, meta: &Meta, status: S
         delivery_id: Option<Uuid>,
         user_id: Option<String>,
         channel: Option<Channel>,
+        template: Option<String>,
+        category: Option<String>,
     }
     let found: Ids = serde_json::from_slice(&message.payload).unwrap_or_default();
     let subject = found.delivery_id.or(found.notification_id).unwrap_or_else(|| ids::rejection_id(&meta.tenant, meta.sequence));
@@ -524,6 +596,10 @@ fn event_about(stage: &str, message: &jetstream::Message, meta: &Meta, status: S
         original_notification_id: None,
         scheduled_for: None,
         deferred_until: None,
+        template: found.template,
+        category: found.category,
+        provider: None,
+        provider_message_id: None,
         stage: stage.to_owned(),
         attempt: meta.attempt,
         at: jiff::Timestamp::now(),

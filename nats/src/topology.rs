@@ -94,6 +94,34 @@ pub struct ConsumerRef {
     pub durable: String,
 }
 
+/// A durable consumer and what it is for.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// The stage reading it (`log` for the notification log's writer).
+    pub stage: String,
+    /// Deliver's route.
+    pub route: Option<Route>,
+    /// The priority lane (`normal` for the stages without lanes).
+    pub lane: Priority,
+    pub stream: String,
+    pub config: consumer::pull::Config,
+}
+
+impl ConsumerSpec {
+    pub fn durable(&self) -> &str {
+        self.config.durable_name.as_deref().unwrap_or_default()
+    }
+
+    /// The subjects it reads.
+    pub fn filters(&self) -> Vec<&str> {
+        if self.config.filter_subjects.is_empty() {
+            vec![self.config.filter_subject.as_str()]
+        } else {
+            self.config.filter_subjects.iter().map(String::as_str).collect()
+        }
+    }
+}
+
 /// The topology derived from a [`TopologyConfig`].
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -273,6 +301,7 @@ impl Topology {
             "track" => role::TRACK,
             "cancel" => role::CANCEL,
             "receipts" => role::RECEIPTS,
+            "log" => role::EVENTS,
             _ => return None,
         };
         let base = match (stage, route) {
@@ -365,6 +394,11 @@ impl Topology {
 
     /// Every durable consumer, with its stream.
     pub fn consumers(&self) -> Vec<(String, consumer::pull::Config)> {
+        self.consumer_specs().into_iter().map(|c| (c.stream, c.config)).collect()
+    }
+
+    /// Every durable consumer with what it is for: its stage, route and lane.
+    pub fn consumer_specs(&self) -> Vec<ConsumerSpec> {
         let p = &self.config.prefix;
         let durable = |name: String, filter: String| consumer::pull::Config {
             durable_name: Some(name.clone()),
@@ -389,7 +423,7 @@ impl Topology {
                 if stage == "deliver" {
                     config.max_deliver = i64::from(self.config.deliver_max_deliveries) + 1;
                 }
-                consumers.push((c.stream, config));
+                consumers.push(ConsumerSpec { stage: stage.to_owned(), route, lane, stream: c.stream, config });
             }
         };
         for lane in Priority::ALL {
@@ -404,8 +438,15 @@ impl Topology {
         add("track", None, Priority::Normal, format!("{p}.stage.track.*"));
         add("cancel", None, Priority::Normal, format!("{p}.cancel.*"));
         add("receipts", None, Priority::Normal, format!("{p}.receipts.*.*"));
+        // The notification log's writer reads the tracking stream; it must never give up on an
+        // event (a store outage only delays it), and reads in large batches.
+        add("log", None, Priority::Normal, format!("{p}.events.*.*"));
+        for ConsumerSpec { config, .. } in consumers.iter_mut().filter(|c| c.config.durable_name.as_deref() == Some("log")) {
+            config.description = Some("Herald's notification log writer".into());
+            config.max_deliver = -1;
+        }
         // Ingest's normal lane also reads the plain `<p>.requests.<tenant>`.
-        for (_, config) in consumers.iter_mut().filter(|(_, c)| c.durable_name.as_deref() == Some("ingest")) {
+        for ConsumerSpec { config, .. } in consumers.iter_mut().filter(|c| c.config.durable_name.as_deref() == Some("ingest")) {
             config.filter_subjects = vec![format!("{p}.requests.*"), std::mem::take(&mut config.filter_subject)];
         }
         consumers

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -12,10 +13,11 @@ use herald_deliver::rate::{SendRate, SharedRate};
 use herald_deliver::{Deliver, ProviderPorts, Providers};
 use herald_enrich::{Enrich, Fanout};
 use herald_ingest::{Cancel, Ingest};
+use herald_nats::batches::{BatchConfig, BatchStats};
 use herald_nats::server::{NatsServer, ServerOptions};
 use herald_nats::{Nats, StageStats, Topology};
 use herald_render::{NoTracking, Render};
-use herald_schemas::{Priority, Route};
+use herald_schemas::{Priority, Route, TrackEvent};
 use herald_stage::Stage;
 use herald_throttle::Throttle;
 use herald_track::{DeliveryArchive, Receipts, Track};
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use herald_store::{
-    CAPS_CHANGE, CachedCaps, CachedCredentials, CachedDirectory, CachedTemplates, PROVIDERS_CHANGE, Store, StoreDevices,
+    CAPS_CHANGE, CachedCaps, CachedCredentials, CachedDirectory, CachedTemplates, LogConfig, PROVIDERS_CHANGE, Store, StoreDevices,
     TEMPLATE_CHANGE_PREFIX,
 };
 
@@ -140,6 +142,8 @@ pub type Stats = BTreeMap<String, Arc<StageStats>>;
 pub struct Running {
     tasks: JoinSet<(String, Result<(), herald_nats::Error>)>,
     pub stats: Stats,
+    /// The notification log writer's counters, when this process writes it.
+    pub log: Option<Arc<BatchStats>>,
 }
 
 impl Running {
@@ -178,7 +182,7 @@ pub async fn start(
     routes: Option<&[Route]>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Running> {
-    let mut running = Running { tasks: JoinSet::new(), stats: Stats::new() };
+    let mut running = Running { tasks: JoinSet::new(), stats: Stats::new(), log: None };
     let topology = nats.topology().clone();
     // One cache each of contacts, templates, tenants' caps and provider credentials for the
     // process, in front of the store, evicted by change messages: a user id, `*` for the whole
@@ -286,8 +290,13 @@ pub async fn start(
                     spawn(&mut running, (nats, lanes, runtime), config, fanout, None, cancel);
                 }
                 StageKind::Render => {
-                    // Tracked links and unsubscribe URLs come with the tracking service.
-                    let render = Render::new(templates()?, config.render.clone(), Arc::new(NoTracking));
+                    // Tracked links, the open pixel and unsubscribe URLs point at the API when
+                    // engagement tracking is on.
+                    let hook: Arc<dyn herald_render::LinkHook> = match config.engagement.links() {
+                        Some(links) => Arc::new(links),
+                        None => Arc::new(NoTracking),
+                    };
+                    let render = Render::new(templates()?, config.render.clone(), hook);
                     spawn(&mut running, (nats, lanes, runtime), config, render, None, cancel);
                 }
                 StageKind::Dedupe => {
@@ -321,8 +330,11 @@ pub async fn start(
                     // Providers' receipts, beside the tracking stream they report to.
                     let kv = nats.kv(&topology.dedupe_bucket()).await?;
                     let store = resources.store.clone().context("the store is not open in this process")?;
-                    let receipts = Receipts::new(kv, NatsArchive(nats.clone()), StoreSuppressions(store), config.receipts.clone());
+                    let receipts = Receipts::new(kv, NatsArchive(nats.clone()), StoreSuppressions(store.clone()), config.receipts.clone());
                     spawn(&mut running, (nats, lanes, runtime), config, receipts, None, cancel);
+                    if config.log.enabled && lanes.contains(&Priority::Normal) {
+                        spawn_log(&mut running, nats, store, &config.log, cancel);
+                    }
                 }
             }
         }
@@ -360,6 +372,36 @@ fn spawn<S: Stage>(
         let stage = stage.clone();
         running.tasks.spawn_on(async move { (name, nats.run_stage(stage, consumer, runner, stats, cancel).await) }, runtime);
     }
+}
+
+/// The notification log's writer (the tracking stream read in batches into the store) and its
+/// pruning.
+fn spawn_log(running: &mut Running, nats: &Nats, store: Store, config: &LogConfig, cancel: &CancellationToken) {
+    let Some(consumer) = nats.topology().consumer("log", None) else { return };
+    let batches = BatchConfig { batch: config.batch, linger: config.linger, retry_after: Duration::from_secs(1) };
+    let stats = Arc::new(BatchStats::default());
+    running.log = Some(stats.clone());
+    let (nats, writer, cancel) = (nats.clone(), store.clone(), cancel.clone());
+    let name = consumer.durable.clone();
+    running.tasks.spawn(async move {
+        let sink = move |events: Vec<TrackEvent>| {
+            let store = writer.clone();
+            async move { store.write_log(&events).await.map_err(|e| e.to_string()) }
+        };
+        (name, nats.run_batches(consumer, batches, stats, cancel, sink).await)
+    });
+    let (retention, every) = (config.retention, config.prune_every);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        loop {
+            tick.tick().await;
+            let cut = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX));
+            let Ok(cut) = cut else { continue };
+            if let Err(error) = store.prune_log(cut).await {
+                warn!(%error, "Could not prune the notification log; trying again at the next round.");
+            }
+        }
+    });
 }
 
 /// The runtime of the urgent lanes: one worker thread of their own for the life of the process,

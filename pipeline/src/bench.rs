@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Added to every sandbox answer with `--providers sandbox` (e.g. `5ms`).
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     sandbox_latency: Duration,
+    /// Tracking events generated for timing `herald stats`' fold over them (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    stats_events: usize,
 }
 
 /// The providers `herald bench` delivers to.
@@ -118,9 +121,14 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             crate::sandboxes::register(store, sandbox, "bench", BENCH_APP).await?;
         }
     }
+    // Metrics recorded as `herald up` records them (the exporter installed, nobody scraping).
+    crate::metrics::handle()?;
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;
+    let log_writer = running.log.clone();
+    let log_watch = LogWatch::start(&nats);
     let flat_out = herald_run(&nats, n, 4096, "throughput").await;
+    let log = log_watch.finish(&nats).await;
     let floor = herald_run(&nats, m, 1, "latency").await;
     cancel.cancel();
     running.wait(&cancel).await?;
@@ -165,6 +173,21 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("\nherald / raw JetStream: {:.1} % of the throughput", 100.0 * rate / raw_rate);
     println!("(the requirements' baseline: ~185 notifications/s on average, ~1 850/s at a 10x peak)");
+    match (&log, &log_writer) {
+        (Ok(log), Some(writer)) => println!(
+            "
+notification log, flat out: its consumer's backlog at most {} events (sampled every 100 ms), empty {} ms after the last delivery was reported; {} events written in {} batches ({} refused)",
+            log.max_backlog,
+            log.caught_up.as_millis(),
+            writer.written.load(std::sync::atomic::Ordering::Relaxed),
+            writer.batches.load(std::sync::atomic::Ordering::Relaxed),
+            writer.failures.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (Err(e), _) => println!("
+notification log: could not watch its backlog: {e}"),
+        (_, None) => println!("
+notification log: off (log.enabled = false)"),
+    }
     for note in &sandbox_notes {
         println!("\n{note}");
     }
@@ -180,8 +203,108 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             p.latencies.len(),
         );
     }
+    if args.stats_events > 0 {
+        let (elapsed, report) = stats_run(server.url(), &nats, args.stats_events).await?;
+        println!(
+            "\nherald stats: {} events ({} deliveries, {} groups) read from the tracking stream and folded in {:.2} s ({:.0} events/s)",
+            report.events,
+            report.total.deliveries,
+            report.rows.len(),
+            elapsed.as_secs_f64(),
+            report.events as f64 / elapsed.as_secs_f64()
+        );
+    }
     drop(server);
     Ok(())
+}
+
+/// Puts `n` generated tracking events of tenant `stats` on the stream (a third each
+/// `accepted`, `sent` and `delivered`, over five templates and two channels), then times what
+/// `herald stats` does: the scan and the fold, by template and channel.
+async fn stats_run(url: &str, nats: &Nats, n: usize) -> anyhow::Result<(Duration, herald_track::stats::Report)> {
+    use herald_schemas::{Status, Timestamp, TrackEvent, ids};
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template("     stats {bar:40} {pos}/{len} events stored ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Timestamp::now();
+    let event = |i: usize| -> (String, Vec<u8>) {
+        let (k, step) = (i / 3, i % 3);
+        let notification = uuid::Uuid::from_u128(k as u128 + 1);
+        let delivery = uuid::Uuid::from_u128((1 << 64) + k as u128);
+        let status = [Status::Accepted, Status::Sent, Status::Delivered][step];
+        let event = TrackEvent {
+            v: herald_schemas::WIRE_VERSION,
+            event_id: ids::event_id(delivery, "bench", status, 0),
+            notification_id: Some(notification),
+            delivery_id: (step > 0).then_some(delivery),
+            tenant: "stats".into(),
+            user_id: Some(format!("user-{k}")),
+            channel: (step > 0).then_some(if k % 2 == 0 { Channel::Email } else { Channel::Sms }),
+            status,
+            reason: None,
+            detail: None,
+            original_notification_id: None,
+            scheduled_for: None,
+            deferred_until: None,
+            template: Some(format!("template-{}", k % 5)),
+            category: None,
+            provider: (step > 0).then(|| "log".to_owned()),
+            provider_message_id: None,
+            stage: "bench".into(),
+            attempt: 1,
+            at: start.checked_add(jiff::SignedDuration::from_millis((k * 10 + step * 40) as i64)).unwrap_or(start),
+        };
+        (format!("bench.events.stats.{status}"), serde_json::to_vec(&event).unwrap_or_default())
+    };
+    herald_nats::bench::publish_all(url, (0..n).map(event), 4096, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    let started = Instant::now();
+    let mut stats = herald_track::stats::Stats::new(vec![herald_track::stats::GroupBy::Template, herald_track::stats::GroupBy::Channel]);
+    nats.scan_events("stats", "*", None, |event| stats.add(&event), |_, _| {}).await?;
+    let report = stats.report();
+    Ok((started.elapsed(), report))
+}
+
+/// The notification log's consumer watched during the flat-out run: its largest backlog, and
+/// how long it took to empty once the run was over.
+struct LogWatch {
+    stop: CancellationToken,
+    sampler: tokio::task::JoinHandle<anyhow::Result<u64>>,
+}
+
+struct LogFigures {
+    max_backlog: u64,
+    caught_up: Duration,
+}
+
+impl LogWatch {
+    fn start(nats: &Nats) -> Self {
+        let stop = CancellationToken::new();
+        let (nats, token) = (nats.clone(), stop.clone());
+        let sampler = tokio::spawn(async move {
+            let mut max = 0;
+            while !token.is_cancelled() {
+                max = max.max(nats.backlog("log").await?);
+                tokio::select! { () = tokio::time::sleep(Duration::from_millis(100)) => {}, () = token.cancelled() => {} }
+            }
+            Ok(max)
+        });
+        LogWatch { stop, sampler }
+    }
+
+    async fn finish(self, nats: &Nats) -> anyhow::Result<LogFigures> {
+        let over = Instant::now();
+        let deadline = over + Duration::from_secs(120);
+        while nats.backlog("log").await? > 0 {
+            anyhow::ensure!(Instant::now() < deadline, "the notification log did not catch up within 2 minutes");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let caught_up = over.elapsed();
+        self.stop.cancel();
+        let max_backlog = self.sampler.await??;
+        Ok(LogFigures { max_backlog, caught_up })
+    }
 }
 
 /// Starts the APNs and FCM sandboxes and points `config` at them, push the only channel.

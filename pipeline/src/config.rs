@@ -11,9 +11,10 @@ use herald_attachments::AttachmentsConfig;
 use herald_deliver::DeliverConfig;
 use herald_enrich::EnrichConfig;
 use herald_http::ApiConfig;
+use herald_nats::depth::WatchConfig;
 use herald_nats::{RunnerConfig, TopologyConfig};
 use herald_render::RenderConfig;
-use herald_store::{CacheConfig, StoreConfig};
+use herald_store::{CacheConfig, LogConfig, StoreConfig};
 use herald_throttle::ThrottleConfig;
 use herald_track::ReceiptsConfig;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,51 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     pub attachments: AttachmentsConfig,
     pub receipts: ReceiptsConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub engagement: EngagementConfig,
+}
+
+/// Engagement tracking in rendered messages (`[engagement]`): tracked links (`{{ url | track }}`),
+/// the open pixel in e-mail HTML and the unsubscribe link with its `List-Unsubscribe` headers, all
+/// pointing at Herald's API (`/v1/links/…`) and signed with `secret`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngagementConfig {
+    /// Herald's API as recipients reach it, e.g. `https://herald.example.com`; empty: links stay
+    /// as written, no pixel, no unsubscribe link.
+    pub base_url: String,
+    /// The key links are signed with (at least 32 characters): the same in every render and
+    /// API process. Best given as `HERALD__ENGAGEMENT__SECRET`.
+    pub secret: Option<herald_schemas::Secret>,
+}
+
+impl EngagementConfig {
+    /// The links' signer, when engagement tracking is on.
+    pub fn links(&self) -> Option<herald_render::SignedLinks> {
+        let secret = self.secret.as_ref()?;
+        (!self.base_url.is_empty()).then(|| herald_render::SignedLinks::new(&self.base_url, secret.expose().as_bytes()))
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served; empty turns it off. Each process on a host needs its
+    /// own port (`HERALD__METRICS__LISTEN=127.0.0.1:9465 herald stage deliver`).
+    pub listen: String,
+    /// How often queue depths, stream sizes and the process's figures are sampled.
+    #[serde(with = "humantime_serde")]
+    pub sample_every: Duration,
+    /// When a backlog counts as growing, for `queue_depth_growing` alerts.
+    pub watch: WatchConfig,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into(), sample_every: Duration::from_secs(5), watch: WatchConfig::default() }
+    }
 }
 
 /// Where NATS is.
@@ -190,6 +236,15 @@ impl Config {
                 "topology.max_age ({}) is under 2 days: quiet hours defer deliveries for up to a day, and a deferred delivery waits in a stream. Raise max_age",
                 show(t.max_age)
             ));
+        }
+        let e = &self.engagement;
+        if !e.base_url.is_empty() {
+            if !(e.base_url.starts_with("https://") || e.base_url.starts_with("http://")) {
+                problems.push(format!("engagement.base_url ({}) must be an http(s) URL: Herald's API as recipients reach it", e.base_url));
+            }
+            if e.secret.as_ref().is_none_or(|s| s.expose().len() < 32) {
+                problems.push("engagement.base_url is set but engagement.secret is missing or shorter than 32 characters: every render and API process signs and checks links with it; set HERALD__ENGAGEMENT__SECRET to a long random string (e.g. `openssl rand -hex 32`)".to_owned());
+            }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }

@@ -3,14 +3,15 @@
 //! crates of their own (`pipeline/store`, `pipeline/http`), so their boundaries are the
 //! compiler's to enforce.
 //!
-//! Imports run one way: `cli`, `demo` and `bench` use `app`, `config`, `sandboxes` and
-//! `template_files`; `app`, `sandboxes` and `template_files` use `config`; `config` uses no
-//! module of this crate.
+//! Imports run one way: `cli`, `demo` and `bench` use `app`, `config`, `metrics`, `sandboxes`
+//! and `template_files`; `app`, `metrics`, `sandboxes` and `template_files` use `config`;
+//! `config` uses no module of this crate.
 
 pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod sandboxes;
 pub mod template_files;

@@ -126,6 +126,36 @@ enum Command {
         json: bool,
     },
 
+    /// Delivery figures per template, channel, provider or category over a time range, folded
+    /// from the tracking stream: deliveries, sent, delivered, undelivered (or bounced), failed,
+    /// opened and clicked; delivery, failure, open and click rates; latency from accepted to
+    /// sent and to delivered (p50/p99, ms). A delivery counts once however often it was
+    /// reported.
+    Stats {
+        /// The tenant.
+        #[arg(long, default_value = "acme", value_parser = herald::cli::parse_tenant)]
+        tenant: String,
+        /// Events from this time: RFC 3339 (`2026-12-01T00:00:00Z`) or a duration back from now
+        /// (`90m`, `24h`, `7days`).
+        #[arg(long, default_value = "24h", value_parser = events::parse_time)]
+        since: herald_schemas::Timestamp,
+        /// Events before this time (same forms); now when absent.
+        #[arg(long, value_parser = events::parse_time)]
+        until: Option<herald_schemas::Timestamp>,
+        /// What to group by, comma-separated: template, channel, provider, category.
+        #[arg(long, value_delimiter = ',', default_value = "template,channel")]
+        by: Vec<herald_track::stats::GroupBy>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// The notification log in the store.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+
     /// Queue depth per stage and priority lane: pending, ack-pending and redelivered messages per
     /// consumer, and messages per stream (the dead-letter stream included).
     Status {
@@ -148,6 +178,14 @@ enum Command {
     /// Drive the pipeline flat out on a fresh temporary nats-server and compare it with raw
     /// JetStream through the same number of hops, measured in the same run.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Read the whole tracking stream into the log again (its `log` consumer starts over from
+    /// the oldest event kept): after restoring the store from a backup, or to check the log.
+    /// Writes are idempotent, so rows already there stay as they are. Track must be running.
+    Replay,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +264,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
         }
+        Command::Stats { tenant, since, until, by, json } => events::stats(&config, &tenant, since, until, by, json).await,
+        Command::Log { command: LogCommand::Replay } => events::replay_log(&config).await,
         Command::Status { json, busy } => events::status(&config, json, busy).await,
         Command::Trace { notification, tenant, json } => events::trace(&config, &tenant, notification, json).await,
         Command::Demo { count } => demo::run(&config, count).await,

@@ -1,5 +1,6 @@
 //! Alerts: what operators must hear about at once, on `herald.alerts.<kind>` — a provider's
-//! circuit breaker opening and closing today; replays and dead-letter redrives later.
+//! circuit breaker opening and closing, a queue growing, dead letters, a provider failing too
+//! often.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,9 @@ pub struct Alert {
     /// The provider concerned, e.g. `apns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The consumer concerned, for queue-depth alerts (`deliver-sms`, `enrich-critical` …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
     /// What happened, readable by a person.
     pub detail: String,
     /// Which process saw it (`host:pid`): breakers are per process.
@@ -38,6 +42,15 @@ pub enum AlertKind {
     BreakerHalfOpen,
     /// A probe succeeded: calls flow again.
     BreakerClosed,
+    /// A consumer's backlog kept growing (`consumer` names it): its stage is down or cannot
+    /// keep up.
+    QueueDepthGrowing,
+    /// A backlog that was growing is small again.
+    QueueDepthRecovered,
+    /// Messages were dead-lettered since the last look.
+    DeadLetters,
+    /// A provider's share of failed calls over the last window is above the limit.
+    FailureRate,
 }
 
 impl AlertKind {
@@ -46,6 +59,10 @@ impl AlertKind {
             AlertKind::BreakerOpened => "breaker_opened",
             AlertKind::BreakerHalfOpen => "breaker_half_open",
             AlertKind::BreakerClosed => "breaker_closed",
+            AlertKind::QueueDepthGrowing => "queue_depth_growing",
+            AlertKind::QueueDepthRecovered => "queue_depth_recovered",
+            AlertKind::DeadLetters => "dead_letters",
+            AlertKind::FailureRate => "failure_rate",
         }
     }
 }

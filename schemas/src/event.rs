@@ -45,6 +45,18 @@ pub struct TrackEvent {
     /// window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<Timestamp>,
+    /// The template the notification was sent with (for analytics by template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The notification's category, e.g. `marketing` (for analytics by category).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The provider the change is about (`sent`, a provider's refusal, a receipt), e.g. `twilio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The provider's id for the message (`sent` and receipts), e.g. a Twilio `SM…` sid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
     /// The stage that reported the change.
     pub stage: String,
     /// Which delivery attempt of the stage's input this was (1 for the first).
@@ -101,8 +113,9 @@ pub enum Status {
     /// The message could not be processed after its retries and sits in the dead-letter stream.
     DeadLettered,
     /// The recipient asked not to be contacted on the channel again (an SMS provider's STOP,
-    /// Twilio 21610): the opt-out is recorded in the store, and every later delivery to them on
-    /// that channel is `opted_out`. Reported beside the delivery's own `opted_out`.
+    /// Twilio 21610; an e-mail's unsubscribe link, stage `engagement`): the opt-out is recorded
+    /// in the store, and every later delivery to them on that channel is `opted_out`. Reported
+    /// beside the delivery's own `opted_out` for a STOP.
     Unsubscribed,
     /// The provider reports the message reached the recipient (an SMS delivery receipt, a call
     /// answered and completed). From a receipt, after `sent`.
@@ -118,7 +131,8 @@ pub enum Status {
     /// The recipient marked the e-mail as spam (a SendGrid `spamreport`): they are unsubscribed
     /// from e-mail, and every later e-mail to them is `opted_out`.
     Complained,
-    /// The recipient opened the message (an e-mail's open pixel, as the provider reports it).
+    /// The recipient opened the message (an e-mail's open pixel: Herald's own, stage
+    /// `engagement`, or as the provider reports it).
     Opened,
     /// The recipient followed a link in the message; `detail` names the link.
     Clicked,
@@ -129,6 +143,23 @@ impl Status {
     /// attempt in its event id) rather than once however often it is reported.
     pub fn is_per_attempt(self) -> bool {
         matches!(self, Status::Retrying | Status::Held)
+    }
+
+    /// Whether the status ends a request or delivery without anything sent: a rejection, skip,
+    /// opt-out, expiry, throttle, cancel, failure or dead letter (a duplicate is not counted
+    /// here: the original goes on).
+    pub fn ends_unsent(self) -> bool {
+        matches!(
+            self,
+            Status::Rejected
+                | Status::Skipped
+                | Status::OptedOut
+                | Status::Expired
+                | Status::Throttled
+                | Status::Cancelled
+                | Status::Failed
+                | Status::DeadLettered
+        )
     }
 
     pub fn as_str(self) -> &'static str {

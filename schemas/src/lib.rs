@@ -19,6 +19,7 @@ pub mod fanout;
 pub mod headers;
 pub mod ids;
 pub mod inbox;
+pub mod log;
 pub mod notification;
 pub mod providers;
 pub mod receipt;

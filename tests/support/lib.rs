@@ -109,6 +109,10 @@ send_timeout = "2s"
 [deliver.log]
 dir = "{deliveries}"
 record_calls = true
+
+# Several processes share this file: a test that scrapes one sets HERALD__METRICS__LISTEN.
+[metrics]
+listen = ""
 {extra}
 "#,
             max_deliveries = options.max_deliveries,

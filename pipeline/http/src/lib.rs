@@ -27,11 +27,14 @@
 //! | GET, DELETE | `/webhooks/disabled` | endpoints a receiver's 410 disabled |
 //! | GET, DELETE | `/opt-outs?channel=&address=` | recorded STOPs |
 //! | PUT, DELETE | `/attachments/{key}` | the file's bytes, streamed / `{ref, size, sha256}` (201) |
+//! | GET | `/notifications/{id}` · `/notifications?user=&template=&status=&channel=&since=&until=&cursor=&limit=` · `/users/{user}/notifications` | the notification log |
 //!
 //! Beside them, without the admin token: `/v1/inbox/{tenant}/…` (apps, with user tokens) and
 //! `POST /v1/receipts/twilio/{tenant}/{delivery}` (Twilio's status callbacks, checked by
-//! `X-Twilio-Signature`; see [`receipts`]), `GET /v1/schemas[/{name}]` (the wire types' JSON
-//! Schemas, public).
+//! `X-Twilio-Signature`; see [`receipts`]), `POST /v1/receipts/sendgrid/{tenant}` (signed
+//! events), `/v1/links/{token}[/open.gif|/unsubscribe]` (recipients' clicks, opens and
+//! unsubscribes, checked by the link's HMAC; see [`engagement`]), `GET /v1/schemas[/{name}]` (the
+//! wire types' JSON Schemas, public).
 //!
 //! The bodies are the types of `herald_schemas::api`, shared with the CLI. Errors are
 //! `{"error": {"code", "message"}}` with 400 (invalid), 401, 404, 422 (a template that does not
@@ -44,6 +47,7 @@ pub mod admin;
 pub mod announce;
 pub mod auth;
 mod config;
+pub mod engagement;
 pub mod error;
 pub mod inbox;
 pub mod receipts;
@@ -76,6 +80,8 @@ pub struct AppState {
     pub attachments: herald_attachments::Attachments,
     /// The public receipt URLs providers post to.
     pub receipts: ReceiptUrls,
+    /// Checks engagement links (clicks, opens, unsubscribes); `None` when they are off.
+    pub links: Option<herald_render::SignedLinks>,
 }
 
 /// The public bases of the receipt URLs deliver gives providers (what they sign).
@@ -95,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1/inbox/{tenant}", inbox::routes().route_layer(middleware::from_fn(auth::tenant_in_path)))
         // Providers, authenticated by their own signatures.
         .nest("/v1/receipts", receipts::routes())
+        // Recipients, authenticated by the links' signatures.
+        .nest("/v1/links", engagement::routes())
         // The wire types' JSON Schemas, versioned (`<type>.v1.schema.json`), for consumers.
         .route("/v1/schemas", get(schemas))
         .route("/v1/schemas/{name}", get(schema))

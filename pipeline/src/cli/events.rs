@@ -1,6 +1,5 @@
 //! Watching the pipeline: `herald events tail` (the tracking stream), `herald trace` (one
-//! notification's timeline from it) and `herald status`
-//! (queue depths).
+//! notification's timeline from it), `herald status` (queue depths) and `herald log replay`.
 
 use futures::StreamExt;
 
@@ -30,6 +29,14 @@ pub async fn tail(
             break;
         }
     }
+    Ok(())
+}
+
+/// `herald log replay`.
+pub async fn replay_log(config: &Config) -> anyhow::Result<()> {
+    let connection = app::connect(config, false).await?;
+    let pending = connection.nats.reset_consumer("log").await?;
+    println!("The notification log's consumer starts over: {pending} events to read again (watch `herald status`, consumer `log`).");
     Ok(())
 }
 
@@ -127,6 +134,135 @@ fn timeline(notification: uuid::Uuid, tenant: &str, events: &[herald_schemas::Tr
         for e in mine {
             line(&mut out, e);
         }
+    }
+    out
+}
+
+/// A time on the command line: an RFC 3339 time (`2026-12-01T00:00:00Z`) or a duration back
+/// from now (`90m`, `24h`, `7days`).
+pub fn parse_time(s: &str) -> Result<herald_schemas::Timestamp, String> {
+    if let Ok(at) = s.parse::<herald_schemas::Timestamp>() {
+        return Ok(at);
+    }
+    let ago = humantime::parse_duration(s)
+        .map_err(|_| format!("`{s}` is neither an RFC 3339 time (2026-12-01T00:00:00Z) nor a duration back from now (24h, 7days)"))?;
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| format!("`{s}`: {e}"))?;
+    herald_schemas::Timestamp::now().checked_sub(ago).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// `herald stats`: the events of `[since, until)` folded into per-group figures.
+pub async fn stats(
+    config: &Config,
+    tenant: &str,
+    since: herald_schemas::Timestamp,
+    until: Option<herald_schemas::Timestamp>,
+    by: Vec<herald_track::stats::GroupBy>,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(until.is_none_or(|u| u > since), "--until must be later than --since");
+    let connection = app::connect(config, false).await?;
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} Reading the tracking stream: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let mut stats = herald_track::stats::Stats::new(by.clone());
+    let started = std::time::Instant::now();
+    let scan = connection
+        .nats
+        .scan_events(
+            tenant,
+            "*",
+            Some(since),
+            |event| {
+                if event.at >= since && until.is_none_or(|u| event.at < u) {
+                    stats.add(&event);
+                }
+            },
+            |read, left| bar.set_message(format!("{read} events read, {left} to go")),
+        )
+        .await?;
+    bar.finish_and_clear();
+    let report = stats.report();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", stats_table(&report, &by));
+        let until = until.map_or_else(|| "now".to_owned(), |u| u.to_string());
+        println!(
+            "{} events of tenant {tenant} from {since} to {until} ({} read in {:.1} s{})",
+            report.events,
+            scan.read,
+            started.elapsed().as_secs_f64(),
+            if scan.undecodable > 0 { format!(", {} undecodable skipped", scan.undecodable) } else { String::new() }
+        );
+    }
+    Ok(())
+}
+
+/// The report as a table: one row per group, then the total.
+fn stats_table(report: &herald_track::stats::Report, by: &[herald_track::stats::GroupBy]) -> String {
+    use std::fmt::Write;
+    let percent = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    let latency =
+        |l: Option<herald_track::stats::Latency>| l.map_or_else(|| "-".to_owned(), |l| format!("{:.0}/{:.0}", l.p50_ms, l.p99_ms));
+    let dims: Vec<String> = by.iter().map(|b| b.as_str().to_owned()).collect();
+    let header: Vec<String> = dims
+        .iter()
+        .map(|d| d.to_uppercase())
+        .chain(
+            [
+                "DELIVERIES",
+                "SENT",
+                "DELIVERED",
+                "UNDELIVERED",
+                "FAILED",
+                "OPENED",
+                "CLICKED",
+                "DELIVERY",
+                "FAILURE",
+                "OPEN",
+                "CLICK",
+                "SENT MS p50/p99",
+                "DELIVERED MS p50/p99",
+            ]
+            .map(str::to_owned),
+        )
+        .collect();
+    let cells = |row: &herald_track::stats::Row, total: bool| -> Vec<String> {
+        let group = dims.iter().enumerate().map(|(i, d)| {
+            if total { if i == 0 { "(all)".to_owned() } else { String::new() } } else { row.group.get(d).cloned().unwrap_or_default() }
+        });
+        group
+            .chain([
+                row.deliveries.to_string(),
+                row.sent.to_string(),
+                row.delivered.to_string(),
+                row.undelivered.to_string(),
+                row.failed.to_string(),
+                row.opened.to_string(),
+                row.clicked.to_string(),
+                percent(row.delivery_rate),
+                percent(row.failure_rate),
+                percent(row.open_rate),
+                percent(row.click_rate),
+                latency(row.accepted_to_sent),
+                latency(row.accepted_to_delivered),
+            ])
+            .collect()
+    };
+    let mut table = vec![header];
+    table.extend(report.rows.iter().map(|r| cells(r, false)));
+    table.push(cells(&report.total, true));
+    let widths: Vec<usize> = (0..table[0].len()).map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| if i < dims.len() { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     out
 }

@@ -25,6 +25,7 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
         Some(store) if !config.api.listen.is_empty() => Some(start_api(config, store, connection.nats.clone(), &cancel).await?),
         _ => None,
     };
+    crate::metrics::start(&config.metrics, &connection.nats, true, &cancel).await?;
     let running = app::start(&connection.nats, config, resources, &StageKind::ALL, None, &cancel).await?;
     eprintln!("Herald is up: {} stages on {}. Ctrl-C to stop.", running.stats.len(), herald_nats::redact_url(&config.nats_url().0));
     let stats = running.wait(&cancel).await;
@@ -77,7 +78,8 @@ pub fn serve_api(
     let engine = Arc::new(herald_render::Engine::new(config.render.clone(), Arc::new(herald_render::NoTracking)));
     let attachments = herald_attachments::Attachments::open(&config.attachments)?;
     let receipts = herald_http::ReceiptUrls { twilio: config.deliver.twilio.status_callback.clone() };
-    let state = AppState { store, nats, token, engine, default_caps: Arc::new(config.throttle.caps.clone()), attachments, receipts };
+    let links = config.engagement.links();
+    let state = AppState { store, nats, token, engine, default_caps: Arc::new(config.throttle.caps.clone()), attachments, receipts, links };
     let cancel = cancel.clone();
     Ok(tokio::spawn(async move { Ok(herald_http::serve(listener, state, cancel).await?) }))
 }
@@ -88,6 +90,7 @@ pub async fn api(config: &Config) -> anyhow::Result<()> {
     let store = herald_store::Store::open(&config.store).await?;
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
+    crate::metrics::start(&config.metrics, &connection.nats, false, &cancel).await?;
     start_api(config, store, connection.nats.clone(), &cancel).await?.await??;
     Ok(())
 }
@@ -105,6 +108,7 @@ pub async fn stage(config: &Config, names: &[StageKind], channels: Vec<Channel>,
     let resources = Resources::load(config, &names, routes.as_deref()).await?;
     let cancel = CancellationToken::new();
     app::cancel_on_signals(cancel.clone());
+    crate::metrics::start(&config.metrics, &connection.nats, names.contains(&StageKind::Track), &cancel).await?;
     let running = app::start(&connection.nats, config, resources, &names, routes.as_deref(), &cancel).await?;
     running.wait(&cancel).await?;
     connection.nats.flush().await?;

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod directory;
 pub mod endpoints;
 pub mod inbox;
+pub mod log;
 pub mod opt_outs;
 pub mod policies;
 pub mod sealed;
@@ -28,6 +29,7 @@ pub use cache::{CacheConfig, CachedDirectory, CachedTemplates, TEMPLATE_CHANGE_P
 pub use credentials::{CachedCredentials, CredentialSummary, PROVIDERS_CHANGE, StoreDevices};
 pub use endpoints::DisabledEndpoint;
 pub use inbox::{InboxMark, InboxState};
+pub use log::{LogConfig, LogCounts};
 pub use opt_outs::OptOut;
 pub use policies::{CAPS_CHANGE, CachedCaps};
 
@@ -131,6 +133,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "webhooks", include_str!("../migrations/0005_webhooks.surql")),
     (6, "opt-outs", include_str!("../migrations/0006_opt_outs.surql")),
     (7, "inbox", include_str!("../migrations/0007_inbox.surql")),
+    (8, "log", include_str!("../migrations/0008_log.surql")),
 ];
 
 /// Rows per statement for bulk writes.

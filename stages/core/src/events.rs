@@ -17,7 +17,10 @@ pub struct EventBuilder {
 impl EventBuilder {
     /// An event about a notification as a whole.
     pub fn notification(stage: &str, meta: &Meta, notification: &Notification, status: Status) -> Self {
-        Self::base(stage, meta, &notification.tenant, Some(notification.notification_id), status)
+        let mut builder = Self::base(stage, meta, &notification.tenant, Some(notification.notification_id), status);
+        builder.event.template = Some(notification.request.template.clone());
+        builder.event.category = notification.request.category.clone();
+        builder
     }
 
     /// An event about a notification known only by its id (a cancel).
@@ -38,6 +41,8 @@ impl EventBuilder {
         builder.event.delivery_id = Some(delivery.delivery_id);
         builder.event.user_id = delivery.user_id.clone();
         builder.event.channel = Some(delivery.channel);
+        builder.event.template = Some(delivery.template.clone());
+        builder.event.category = delivery.category.clone();
         builder.event.event_id = id(delivery.delivery_id, stage, status, meta.attempt);
         builder.address = Some(delivery.address.clone()).filter(|a| a.len() >= 3);
         builder
@@ -60,6 +65,10 @@ impl EventBuilder {
                 original_notification_id: None,
                 scheduled_for: None,
                 deferred_until: None,
+                template: None,
+                category: None,
+                provider: None,
+                provider_message_id: None,
                 stage: stage.to_owned(),
                 attempt: meta.attempt,
                 at: meta.received_at,
@@ -97,6 +106,13 @@ impl EventBuilder {
         let subject = self.event.delivery_id.or(self.event.notification_id).unwrap_or_default();
         let subject = Uuid::new_v5(&subject, until.to_string().as_bytes());
         self.event.event_id = id(subject, &self.event.stage, self.event.status, self.event.attempt);
+        self
+    }
+
+    /// The provider the change is about, and its id for the message when it gave one.
+    pub fn provider(mut self, provider: &str, message_id: Option<&str>) -> Self {
+        self.event.provider = Some(provider.to_owned());
+        self.event.provider_message_id = message_id.map(str::to_owned);
         self
     }
 

@@ -145,9 +145,95 @@ impl Breaker {
     }
 }
 
+/// When a provider fails too often (`[deliver.failure_alert]`): more than `rate` of its calls
+/// in a window of `window` failed (an outage, a timeout or a refusal; not a recipient's opt-out
+/// or a dead token), with at least `min_calls` calls in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureAlertConfig {
+    pub rate: f64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub min_calls: u32,
+}
+
+impl Default for FailureAlertConfig {
+    fn default() -> Self {
+        FailureAlertConfig { rate: 0.2, window: Duration::from_secs(60), min_calls: 20 }
+    }
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    calls: u32,
+    failures: u32,
+    alerting: bool,
+}
+
+/// A provider's calls per window of `window` (one after another): the first call that takes
+/// the window's share of failures over the limit raises `failure_rate`, once; a window that
+/// ends under the limit lets it be raised again.
+#[derive(Debug)]
+pub struct FailureRate {
+    config: FailureAlertConfig,
+    window: Mutex<Window>,
+}
+
+impl FailureRate {
+    pub fn new(config: FailureAlertConfig) -> Self {
+        FailureRate { config, window: Mutex::new(Window { start: Instant::now(), calls: 0, failures: 0, alerting: false }) }
+    }
+
+    /// Counts a call; returns `(failures, calls)` of the window when the alert is due.
+    pub fn record(&self, failed: bool) -> Option<(u32, u32)> {
+        let mut w = self.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if w.start.elapsed() >= self.config.window {
+            let over = w.calls > 0 && f64::from(w.failures) / f64::from(w.calls) > self.config.rate;
+            *w = Window { start: Instant::now(), calls: 0, failures: 0, alerting: w.alerting && over };
+        }
+        w.calls += 1;
+        w.failures += u32::from(failed);
+        let over = f64::from(w.failures) / f64::from(w.calls) > self.config.rate;
+        if !w.alerting && over && w.calls >= self.config.min_calls {
+            w.alerting = true;
+            return Some((w.failures, w.calls));
+        }
+        None
+    }
+
+    pub fn config(&self) -> &FailureAlertConfig {
+        &self.config
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_over_the_failure_rate_alerts_once_and_again_after_a_good_window() {
+        let rate = FailureRate::new(FailureAlertConfig { rate: 0.5, window: Duration::from_millis(100), min_calls: 4 });
+        assert_eq!(rate.record(true), None);
+        assert_eq!(rate.record(true), None);
+        assert_eq!(rate.record(true), None, "too few calls to judge");
+        assert_eq!(rate.record(false), Some((3, 4)), "3 of 4 failed: over a half");
+        assert_eq!(rate.record(true), None, "raised once per bad spell");
+        std::thread::sleep(Duration::from_millis(110));
+        // A new window, still bad: the spell goes on, no new alert.
+        for _ in 0..4 {
+            assert_eq!(rate.record(true), None);
+        }
+        std::thread::sleep(Duration::from_millis(110));
+        for _ in 0..4 {
+            assert_eq!(rate.record(false), None, "a good window");
+        }
+        std::thread::sleep(Duration::from_millis(110));
+        let raised: Vec<_> = (0..4).filter_map(|_| rate.record(true)).collect();
+        assert_eq!(raised, [(4, 4)], "bad again after a good window: raised again");
+        let healthy = FailureRate::new(FailureAlertConfig { rate: 0.5, window: Duration::from_secs(60), min_calls: 4 });
+        assert!((0..100).all(|i| healthy.record(i % 3 == 0).is_none()), "a third failing is under a half");
+    }
 
     #[test]
     fn opens_after_failures_in_a_row_probes_then_closes() {

@@ -52,6 +52,8 @@ pub struct DeliverConfig {
     pub sendgrid: SendgridConfig,
     /// The order SMS and e-mail providers are tried in, for every tenant and per tenant.
     pub failover: Failover,
+    /// When a provider's failures raise a `failure_rate` alert.
+    pub failure_alert: crate::breaker::FailureAlertConfig,
 }
 
 /// Which providers send a route, in order (`[deliver.failover]`). The first sends; the next
@@ -114,6 +116,7 @@ impl Default for DeliverConfig {
             smtp: SmtpConfig::default(),
             sendgrid: SendgridConfig::default(),
             failover: Failover::default(),
+            failure_alert: crate::breaker::FailureAlertConfig::default(),
         }
     }
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_dedupe::{Begin, Finished, Phase, States, Ticket};
-use herald_schemas::{Alert, AlertKind, Channel, Delivery, Route, Status, Timestamp};
+use herald_schemas::{Alert, AlertKind, Channel, Delivery, Route, Status, Timestamp, TrackEvent};
 use herald_stage::{EventBuilder, KeyValue, Meta, Outcome, Stage, StageError};
 use tracing::{info, warn};
 
@@ -71,7 +71,18 @@ impl<K: KeyValue> Deliver<K> {
     }
 
     fn sent(meta: &Meta, delivery: &Delivery, provider: &str, provider_message_id: &str) -> Result<Outcome, StageError> {
-        Self::event(meta, delivery, Status::Sent, "provider_accepted", format!("{provider} accepted it as {provider_message_id}"))
+        let detail = format!("{provider} accepted it as {provider_message_id}");
+        Outcome::new().event(
+            EventBuilder::delivery(Self::NAME, meta, delivery, Status::Sent)
+                .provider(provider, Some(provider_message_id))
+                .reason("provider_accepted", detail)
+                .build(),
+        )
+    }
+
+    /// A provider's refusal of the delivery.
+    fn refusal(meta: &Meta, delivery: &Delivery, provider: &str, status: Status, reason: &str, detail: String) -> TrackEvent {
+        EventBuilder::delivery(Self::NAME, meta, delivery, status).provider(provider, None).reason(reason, detail).build()
     }
 
     /// Raises a breaker's change of state on `herald.alerts`.
@@ -87,8 +98,24 @@ impl<K: KeyValue> Deliver<K> {
             ),
             AlertKind::BreakerHalfOpen => format!("{provider}: probing with one call before letting route {} flow again", self.route),
             AlertKind::BreakerClosed => format!("{provider} answered again: route {} flows", self.route),
+            other => format!("{provider} on route {}: {}", self.route, other.as_str()),
         };
+        self.raise(gate, kind, detail).await;
+    }
+
+    /// Logs an alert about `gate`'s provider and publishes it on `herald.alerts`.
+    async fn raise(&self, gate: &Gate, kind: AlertKind, detail: String) {
+        let provider = gate.provider.name().to_owned();
         warn!(route = %self.route, provider, alert = kind.as_str(), "{detail}");
+        let state = match kind {
+            AlertKind::BreakerOpened => Some(2.0),
+            AlertKind::BreakerHalfOpen => Some(1.0),
+            AlertKind::BreakerClosed => Some(0.0),
+            _ => None,
+        };
+        if let Some(state) = state {
+            metrics::gauge!("herald_breaker_state", "route" => self.route.as_str(), "provider" => provider.clone()).set(state);
+        }
         if let Some(alerts) = &self.providers.alerts {
             let source = format!("{}:{}", hostname(), std::process::id());
             let alert = Alert {
@@ -96,6 +123,7 @@ impl<K: KeyValue> Deliver<K> {
                 kind,
                 route: Some(self.route),
                 provider: Some(provider),
+                consumer: None,
                 detail,
                 source,
                 at: Timestamp::now(),
@@ -127,7 +155,28 @@ impl<K: KeyValue> Deliver<K> {
             gate.breaker.abandon(probe);
             return Try::Done(outcome);
         }
+        let started = std::time::Instant::now();
         let answer = tokio::time::timeout(self.config.send_timeout, gate.provider.send(delivery)).await;
+        let outcome = match &answer {
+            Ok(Ok(_)) => "sent",
+            Ok(Err(e)) => match e.class {
+                Class::Outage => "outage",
+                Class::Throttled => "throttled",
+                Class::Permanent => "refused",
+                Class::TokenInvalid => "token_invalid",
+                Class::OptedOut => "opted_out",
+            },
+            Err(_) => "timeout",
+        };
+        let labels = [("route", self.route.as_str().to_owned()), ("provider", provider.clone())];
+        metrics::histogram!("herald_provider_request_seconds", &labels).record(started.elapsed().as_secs_f64());
+        metrics::counter!("herald_provider_requests_total", &[&labels[..], &[("outcome", outcome.to_owned())]].concat()).increment(1);
+        if let Some((failures, calls)) = gate.failures.record(matches!(outcome, "outage" | "timeout" | "refused")) {
+            let limit = gate.failures.config().rate * 100.0;
+            let detail =
+                format!("{provider} failed {failures} of its last {calls} calls on route {} (the limit is {limit:.0}%)", self.route);
+            self.raise(gate, AlertKind::FailureRate, detail).await;
+        }
         let error = match answer {
             Ok(Ok(receipt)) => {
                 self.alert(gate, gate.breaker.record(probe, false)).await;
@@ -169,25 +218,33 @@ impl<K: KeyValue> Deliver<K> {
             Class::Permanent => {
                 let detail = format!("{provider} refused it: {}", error.detail);
                 self.finish(ticket, delivery, failed(meta, &error.code, &detail)).await;
-                Self::event(meta, delivery, Status::Failed, error.code, detail)
+                Outcome::new().event(Self::refusal(meta, delivery, &provider, Status::Failed, &error.code, detail))
             }
             Class::OptedOut => {
                 let detail = format!("{provider} refused it: {}", error.detail);
                 self.finish(ticket, delivery, failed(meta, OPTED_OUT, &detail)).await;
                 let recorded = self.record_opt_out(delivery, &provider, &error.code).await;
-                Outcome::new()
-                    .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::OptedOut).reason(OPTED_OUT, detail).build())?
-                    .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::Unsubscribed).reason(error.code, recorded).build())
+                Outcome::new().event(Self::refusal(meta, delivery, &provider, Status::OptedOut, OPTED_OUT, detail))?.event(Self::refusal(
+                    meta,
+                    delivery,
+                    &provider,
+                    Status::Unsubscribed,
+                    &error.code,
+                    recorded,
+                ))
             }
             Class::TokenInvalid => {
                 let detail = format!("{provider} refused it: {}", error.detail);
                 self.finish(ticket, delivery, failed(meta, &error.code, &detail)).await;
                 let disabled = self.invalidate(delivery, &error.code).await;
-                Outcome::new()
-                    .event(EventBuilder::delivery(Self::NAME, meta, delivery, Status::Failed).reason(&error.code, detail).build())?
-                    .event(
-                        EventBuilder::delivery(Self::NAME, meta, delivery, Status::TokenInvalidated).reason(error.code, disabled).build(),
-                    )
+                Outcome::new().event(Self::refusal(meta, delivery, &provider, Status::Failed, &error.code, detail))?.event(Self::refusal(
+                    meta,
+                    delivery,
+                    &provider,
+                    Status::TokenInvalidated,
+                    &error.code,
+                    disabled,
+                ))
             }
             Class::Outage | Class::Throttled => {
                 let detail = format!("{provider}: {}", error.detail);
@@ -504,7 +561,7 @@ impl<K: KeyValue> Deliver<K> {
 }
 
 /// This host's name, for alerts (`HOSTNAME`, else `/etc/hostname`).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))

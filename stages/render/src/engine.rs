@@ -306,6 +306,22 @@ impl Engine {
         })
     }
 
+    /// Puts the open pixel into an e-mail's HTML when the hook tracks opens and the template did
+    /// not place it (`{{ tracking_pixel() }}`): before `</body>`, or at the end.
+    fn add_open_pixel(&self, parts: &mut herald_schemas::template::Parts, delivery: &Delivery) {
+        let Some(html) = parts.get_mut("html") else { return };
+        let Some(url) = self.hook.open_pixel_url(&link_context(delivery)) else { return };
+        let url = crate::filters::html_attribute(&url);
+        if html.contains(&url) {
+            return;
+        }
+        let img = format!(r#"<img src="{url}" width="1" height="1" alt="" style="display:none">"#);
+        match html.rfind("</body>") {
+            Some(at) => html.insert_str(at, &img),
+            None => html.push_str(&img),
+        }
+    }
+
     /// Renders `delivery` from `version` and checks the channel's limits.
     pub fn render(&self, version: &TemplateVersion, delivery: &Delivery) -> Result<Content, Failure> {
         let compiled = self.compiled(&delivery.tenant, version, delivery.channel, delivery.locale.as_deref())?;
@@ -321,25 +337,21 @@ impl Engine {
 
     fn finish(&self, compiled: &Compiled, version: &TemplateVersion, delivery: &Delivery) -> Result<Content, Failure> {
         let ctx = context_for(delivery, Some(version.version));
-        let parts = compiled.render(&ctx, self.config.max_output_bytes)?;
+        let mut parts = compiled.render(&ctx, self.config.max_output_bytes)?;
+        if delivery.channel == Channel::Email {
+            self.add_open_pixel(&mut parts, delivery);
+        }
         let fitted = limits::fit(delivery.channel, delivery.platform, delivery.voip, parts, version.spec.truncate, &self.config.limits)
             .map_err(|unfit| match unfit {
                 Unfit::TooLarge(detail) => Failure::new("payload_too_large", detail),
                 Unfit::Invalid(detail) => Failure::new("render_error", detail),
             })?;
         let mut headers = BTreeMap::new();
-        if delivery.channel == Channel::Email {
-            let link = LinkContext {
-                tenant: delivery.tenant.clone(),
-                delivery_id: delivery.delivery_id.to_string(),
-                notification_id: delivery.notification_id.to_string(),
-                channel: delivery.channel.as_str().to_owned(),
-                user_id: delivery.user_id.clone(),
-            };
-            if let Some(url) = self.hook.unsubscribe_url(&link) {
-                headers.insert("List-Unsubscribe".to_owned(), format!("<{url}>"));
-                headers.insert("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned());
-            }
+        if delivery.channel == Channel::Email
+            && let Some(url) = self.hook.unsubscribe_url(&link_context(delivery))
+        {
+            headers.insert("List-Unsubscribe".to_owned(), format!("<{url}>"));
+            headers.insert("List-Unsubscribe-Post".to_owned(), "List-Unsubscribe=One-Click".to_owned());
         }
         Ok(Content {
             parts: fitted.parts,
@@ -437,4 +449,15 @@ pub fn ordered_parts(channel: Channel, parts: &Parts) -> Vec<(String, String)> {
         allowed.iter().filter_map(|name| parts.get(*name).map(|v| ((*name).to_owned(), v.clone()))).collect();
     out.extend(parts.iter().filter(|(k, _)| !allowed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())));
     out
+}
+
+/// Who a delivery's links are for.
+fn link_context(delivery: &Delivery) -> LinkContext {
+    LinkContext {
+        tenant: delivery.tenant.clone(),
+        delivery_id: delivery.delivery_id.to_string(),
+        notification_id: delivery.notification_id.to_string(),
+        channel: delivery.channel.as_str().to_owned(),
+        user_id: delivery.user_id.clone(),
+    }
 }

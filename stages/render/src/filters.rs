@@ -56,7 +56,7 @@ fn as_url(state: &State, url: String) -> Value {
     if matches!(state.auto_escape(), AutoEscape::Html) { Value::from_safe_string(html_attribute(&url)) } else { Value::from(url) }
 }
 
-fn html_attribute(s: &str) -> String {
+pub(crate) fn html_attribute(s: &str) -> String {
     s.replace('&', "&amp;").replace('"', "&quot;").replace('\'', "&#x27;").replace('<', "&lt;").replace('>', "&gt;")
 }
 

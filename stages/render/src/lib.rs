@@ -16,6 +16,7 @@ pub mod engine;
 mod filters;
 pub mod hook;
 pub mod limits;
+pub mod links;
 pub mod preview;
 pub mod sms;
 
@@ -26,6 +27,7 @@ use herald_stage::{EventBuilder, Hop, Meta, Outcome, Stage, StageError, Template
 
 pub use engine::{Engine, Failure, RenderConfig};
 pub use hook::{LinkContext, LinkHook, NoTracking};
+pub use links::SignedLinks;
 pub use preview::preview;
 
 /// The render stage over a template source.

@@ -6,13 +6,15 @@
 //! reported twice (a redelivered stage message re-reports with the same deterministic id)
 //! appears once.
 //! Provider receipts are read by [`receipts`], the stage beside this one; bounces, opens,
-//! clicks and the notification log join here with the tracking capability.
+//! clicks and the notification log join here with the tracking capability. [`stats`] folds
+//! events into the figures `herald stats` prints.
 
 pub mod receipts;
+pub mod stats;
 
 pub use receipts::{DeliveryArchive, Receipts, ReceiptsConfig, RedialPolicy, Suppression, Suppressions};
 
-use herald_schemas::TrackEvent;
+use herald_schemas::{Status, TrackEvent};
 use herald_stage::{Hop, Meta, Outcome, Stage, StageError};
 
 /// The track stage.
@@ -24,16 +26,26 @@ impl Stage for Track {
     type Input = TrackEvent;
 
     async fn process(&self, event: TrackEvent, _meta: &Meta) -> Result<Outcome, StageError> {
+        metrics::counter!("herald_events_total", "status" => event.status.as_str()).increment(1);
+        if is_drop(event.status) {
+            let reason = event.reason.clone().unwrap_or_else(|| "-".to_owned());
+            metrics::counter!("herald_dropped_total", "stage" => event.stage.clone(), "status" => event.status.as_str(), "reason" => reason)
+                .increment(1);
+        }
         let mut outcome = Outcome::new();
         outcome.push(Hop::Events, &event, Some(event.status.as_str().to_owned()))?;
         Ok(outcome)
     }
 }
 
+/// What `herald_dropped_total` counts: an event ending a request or delivery unsent, or a
+/// repeat absorbed.
+fn is_drop(status: Status) -> bool {
+    status.ends_unsent() || status == Status::Deduplicated
+}
+
 #[cfg(test)]
 mod tests {
-    use herald_schemas::Status;
-
     use super::*;
 
     #[tokio::test]
@@ -52,6 +64,10 @@ mod tests {
             original_notification_id: None,
             scheduled_for: None,
             deferred_until: None,
+            template: None,
+            category: None,
+            provider: None,
+            provider_message_id: None,
             stage: "ingest".into(),
             attempt: 1,
             at: jiff::Timestamp::UNIX_EPOCH,

@@ -245,8 +245,12 @@ impl<K: KeyValue, A: DeliveryArchive, S: Suppressions> Stage for Receipts<K, A, 
             }
         }
         // The receipt's event first, so `undelivered` precedes the redial's `deferred`.
-        let mut outcome =
-            Outcome::new().event(EventBuilder::delivery(Self::NAME, meta, &delivery, status).reason(reason, detail).build())?;
+        let mut outcome = Outcome::new().event(
+            EventBuilder::delivery(Self::NAME, meta, &delivery, status)
+                .provider(&receipt.provider, Some(&receipt.provider_message_id))
+                .reason(reason, detail)
+                .build(),
+        )?;
         if let Some((call, at, why)) = again {
             let deferred =
                 EventBuilder::delivery(Self::NAME, meta, &call, Status::Deferred).reason("redial", why).deferred_until(at).build();

@@ -1,9 +1,11 @@
 //! The admin routes: the directory, the templates, the caps, the provider credentials and the
-//! disabled webhook endpoints of a tenant, its opt-outs and its attachment store.
+//! disabled webhook endpoints of a tenant, its opt-outs, its attachment store and its
+//! notification log.
 
 mod attachments;
 mod caps;
 mod directory;
+mod notifications;
 mod opt_outs;
 mod providers;
 mod templates;
@@ -19,6 +21,9 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/users/{user}", put(directory::put_user).get(directory::get_user).delete(directory::delete_user))
+        .route("/users/{user}/notifications", get(notifications::user_notifications))
+        .route("/notifications", get(notifications::list_notifications))
+        .route("/notifications/{id}", get(notifications::get_notification))
         .route("/users/{user}/devices", get(directory::list_devices))
         .route("/users/{user}/devices/{device}", put(directory::put_device).delete(directory::delete_device))
         .route("/users/{user}/preferences", put(directory::put_preferences).get(directory::get_preferences))

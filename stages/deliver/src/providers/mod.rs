@@ -29,7 +29,7 @@ use herald_stage::Alerts;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use crate::DeliverConfig;
-use crate::breaker::{Breaker, BreakerConfig};
+use crate::breaker::{Breaker, BreakerConfig, FailureAlertConfig, FailureRate};
 use crate::ports::{CredentialStore, DeviceRegistry};
 use crate::rate::SendRate;
 use crate::retry::RetryPolicy;
@@ -126,6 +126,8 @@ pub struct Gate {
     /// consumer's attempts.
     pub retry: Option<RetryPolicy>,
     pub breaker: Breaker,
+    /// The share of failed calls, for `failure_rate` alerts.
+    pub failures: FailureRate,
     /// The route's send rate shared by every replica, when limited.
     pub rate: Option<Arc<dyn SendRate>>,
 }
@@ -189,6 +191,7 @@ pub struct GateConfig {
     pub concurrency: usize,
     pub retry: Option<RetryPolicy>,
     pub breaker: BreakerConfig,
+    pub failure_alert: FailureAlertConfig,
 }
 
 impl Gate {
@@ -203,6 +206,7 @@ impl Gate {
             low_share: Arc::new(Semaphore::new((shared / 2).max(1))),
             retry: config.retry,
             breaker: Breaker::new(config.breaker),
+            failures: FailureRate::new(config.failure_alert),
             rate: None,
         }
     }
@@ -303,6 +307,7 @@ impl Providers {
                     concurrency: c.concurrency.unwrap_or(config.concurrency),
                     retry: Some(c.retry.clone()),
                     breaker: c.breaker.clone(),
+                    failure_alert: config.failure_alert.clone(),
                 };
                 let mut gate = Gate::new(provider, config);
                 gate.rate = c.rate_limit.map(|n| (ports.rates)(route, n));
