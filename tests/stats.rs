@@ -1,7 +1,8 @@
 //! `herald stats` over a generated set of tracking events: every figure it prints is worked out
 //! by hand below. The events go straight onto the tracking stream (a real nats-server), some of
 //! them twice and some outside the time range asked for, so the command must count each
-//! delivery once and only the range's events.
+//! delivery once and only the range's events. `herald events export` writes the same range as
+//! JSON lines, CSV and Parquet, each read back with its own parser.
 
 use std::collections::BTreeMap;
 
@@ -28,26 +29,15 @@ impl Gen {
         let delivery = d.map(Uuid::from_u128);
         let channel = delivery.map(|_| if template == "otp" { Channel::Sms } else { Channel::Email });
         self.events.push(TrackEvent {
-            v: 1,
             event_id: ids::event_id(delivery.unwrap_or(notification), "test", status, self.events.len() as u32),
             notification_id: Some(notification),
             delivery_id: delivery,
-            tenant: "acme".into(),
             user_id: Some(format!("u-{n}")),
             channel,
-            status,
-            reason: None,
-            detail: None,
-            original_notification_id: None,
-            scheduled_for: None,
-            deferred_until: None,
             template: Some(template.into()),
             category: Some(if template == "otp" { "security" } else { "marketing" }.into()),
             provider: provider.map(str::to_owned),
-            provider_message_id: None,
-            stage: "test".into(),
-            attempt: 1,
-            at: at(ms),
+            ..TrackEvent::new("acme", status, "test", at(ms))
         });
     }
 }
@@ -174,6 +164,56 @@ async fn stats_over_generated_events_match_the_hand_count() -> anyhow::Result<()
     assert_eq!(row("twilio")[1..5], ["sms", "10", "10", "9"], "{table}");
     assert_eq!(row("(all)")[1..4], ["32", "30", "24"], "{table}");
     assert!(table.contains(&format!("{} events of tenant acme", in_range + repeated)), "{table}");
+
+    // The same range exported: as JSON lines (stdout), CSV and Parquet, read back independently.
+    let counts = |statuses: &mut dyn Iterator<Item = String>| {
+        let mut c = std::collections::BTreeMap::<String, usize>::new();
+        for s in statuses {
+            *c.entry(s).or_default() += 1;
+        }
+        c
+    };
+    let mut expected: Vec<&TrackEvent> = order.iter().copied().filter(|e| e.at >= at(0) && e.at < at(3_600_000)).collect();
+    expected.sort_by_key(|e| e.event_id);
+    let by_status = counts(&mut expected.iter().map(|e| e.status.to_string()));
+    let range = ["--tenant", "acme", "--since", since.as_str(), "--until", until.as_str()];
+    let jsonl = env.run(&[&["events", "export"], &range[..]].concat()).await?;
+    let mut exported: Vec<TrackEvent> = jsonl.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    exported.sort_by_key(|e| e.event_id);
+    assert_eq!(exported.iter().collect::<Vec<_>>(), expected, "JSON lines are the range's events, repeats included");
+
+    let csv_file = env.dir.path().join("events.csv");
+    let csv_path = csv_file.to_string_lossy().into_owned();
+    env.run(&[&["events", "export", "--format", "csv", "--out", csv_path.as_str()], &range[..]].concat()).await?;
+    let mut reader = csv::Reader::from_path(&csv_file)?;
+    let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+    assert_eq!(header.first().map(String::as_str), Some("event_id"));
+    assert_eq!(header.last().map(String::as_str), Some("at"));
+    let status_at = header.iter().position(|h| h == "status").unwrap_or(usize::MAX);
+    let template_at = header.iter().position(|h| h == "template").unwrap_or(usize::MAX);
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
+    assert_eq!(counts(&mut rows.iter().map(|r| r.get(status_at).unwrap_or_default().to_owned())), by_status);
+    assert!(rows.iter().all(|r| ["welcome", "otp"].contains(&r.get(template_at).unwrap_or_default())));
+
+    let parquet_file = env.dir.path().join("events.parquet");
+    let parquet_path = parquet_file.to_string_lossy().into_owned();
+    env.run(&[&["events", "export", "--format", "parquet", "--out", parquet_path.as_str()], &range[..]].concat()).await?;
+    use parquet::file::reader::FileReader as _;
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&parquet_file)?)?;
+    assert_eq!(reader.metadata().file_metadata().num_rows() as usize, expected.len());
+    let mut statuses = Vec::new();
+    for row in reader.get_row_iter(None)? {
+        let row = row?;
+        let status =
+            row.get_column_iter().find(|(name, _)| name.as_str() == "status").map(|(_, v)| v.to_string().trim_matches('"').to_owned());
+        statuses.push(status.unwrap_or_default());
+    }
+    assert_eq!(counts(&mut statuses.into_iter()), by_status, "the Parquet file holds the same events");
+    // A status filter narrows the export; Parquet without a file is refused with the fix.
+    let sent = env.run(&[&["events", "export", "--status", "sent"], &range[..]].concat()).await?;
+    assert_eq!(sent.lines().count(), by_status["sent"]);
+    let refused = env.herald(&["events", "export", "--format", "parquet"]).output().await?;
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--out"));
 
     // A bad grouping is refused with the choices.
     let refused = env.herald(&["stats", "--by", "colour"]).output().await?;

@@ -233,27 +233,16 @@ async fn stats_run(url: &str, nats: &Nats, n: usize) -> anyhow::Result<(Duration
         let notification = uuid::Uuid::from_u128(k as u128 + 1);
         let delivery = uuid::Uuid::from_u128((1 << 64) + k as u128);
         let status = [Status::Accepted, Status::Sent, Status::Delivered][step];
+        let at = start.checked_add(jiff::SignedDuration::from_millis((k * 10 + step * 40) as i64)).unwrap_or(start);
         let event = TrackEvent {
-            v: herald_schemas::WIRE_VERSION,
             event_id: ids::event_id(delivery, "bench", status, 0),
             notification_id: Some(notification),
             delivery_id: (step > 0).then_some(delivery),
-            tenant: "stats".into(),
             user_id: Some(format!("user-{k}")),
             channel: (step > 0).then_some(if k % 2 == 0 { Channel::Email } else { Channel::Sms }),
-            status,
-            reason: None,
-            detail: None,
-            original_notification_id: None,
-            scheduled_for: None,
-            deferred_until: None,
             template: Some(format!("template-{}", k % 5)),
-            category: None,
             provider: (step > 0).then(|| "log".to_owned()),
-            provider_message_id: None,
-            stage: "bench".into(),
-            attempt: 1,
-            at: start.checked_add(jiff::SignedDuration::from_millis((k * 10 + step * 40) as i64)).unwrap_or(start),
+            ..TrackEvent::new("stats", status, "bench", at)
         };
         (format!("bench.events.stats.{status}"), serde_json::to_vec(&event).unwrap_or_default())
     };

@@ -208,6 +208,29 @@ enum EventsCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Write a tenant's events over a time range to a file (or stdout) as JSON lines, CSV or
+    /// Parquet, for analysts' tools; progress on stderr.
+    Export {
+        /// The tenant.
+        #[arg(long, default_value = "acme", value_parser = herald::cli::parse_tenant)]
+        tenant: String,
+        /// Events from this time: RFC 3339 or a duration back from now (`24h`, `7days`).
+        #[arg(long, default_value = "24h", value_parser = events::parse_time)]
+        since: herald_schemas::Timestamp,
+        /// Events before this time (same forms); now when absent.
+        #[arg(long, value_parser = events::parse_time)]
+        until: Option<herald_schemas::Timestamp>,
+        /// Only this status (accepted, sent, delivered, failed, …).
+        #[arg(long, default_value = "*")]
+        status: String,
+        /// `jsonl` (one event per line, as on the stream), `csv` (a header, one row per event)
+        /// or `parquet` (one column per field; needs --out).
+        #[arg(long, value_enum, default_value_t = events::ExportFormat::Jsonl)]
+        format: events::ExportFormat,
+        /// The file to write; stdout when absent.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -263,6 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attachments(args) => attachments::run(&config, args).await,
         Command::Events { command: EventsCommand::Tail { tenant, status, notification, from_start, count } } => {
             events::tail(&config, &tenant, &status, notification, from_start, count).await
+        }
+        Command::Events { command: EventsCommand::Export { tenant, since, until, status, format, out } } => {
+            events::export(&config, &tenant, since, until, &status, format, out.as_deref()).await
         }
         Command::Stats { tenant, since, until, by, json } => events::stats(&config, &tenant, since, until, by, json).await,
         Command::Log { command: LogCommand::Replay } => events::replay_log(&config).await,

@@ -138,6 +138,35 @@ pub enum Status {
     Clicked,
 }
 
+impl TrackEvent {
+    /// An event with only what every event has: tenant, status, reporting stage and time, at
+    /// attempt 1; the rest unset, the id nil (the reporter derives it, see [`crate::ids`]).
+    pub fn new(tenant: &str, status: Status, stage: &str, at: Timestamp) -> Self {
+        TrackEvent {
+            v: crate::WIRE_VERSION,
+            event_id: Uuid::nil(),
+            notification_id: None,
+            delivery_id: None,
+            tenant: tenant.to_owned(),
+            user_id: None,
+            channel: None,
+            status,
+            reason: None,
+            detail: None,
+            original_notification_id: None,
+            scheduled_for: None,
+            deferred_until: None,
+            template: None,
+            category: None,
+            provider: None,
+            provider_message_id: None,
+            stage: stage.to_owned(),
+            attempt: 1,
+            at,
+        }
+    }
+}
+
 impl Status {
     /// Whether the status is reported once per delivery attempt of a message (and so carries the
     /// attempt in its event id) rather than once however often it is reported.

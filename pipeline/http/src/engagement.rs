@@ -60,26 +60,13 @@ fn event(link: &Link, status: Status, distinct: u32, detail: Option<String>) -> 
     let delivery: Uuid = link.delivery_id.parse().map_err(|_| invalid())?;
     let notification: Uuid = link.notification_id.parse().map_err(|_| invalid())?;
     Ok(TrackEvent {
-        v: herald_schemas::WIRE_VERSION,
         event_id: ids::event_id(delivery, STAGE, status, distinct),
         notification_id: Some(notification),
         delivery_id: Some(delivery),
-        tenant: link.tenant.clone(),
         user_id: link.user_id.clone(),
         channel: link.channel.parse::<Channel>().ok(),
-        status,
-        reason: None,
         detail,
-        original_notification_id: None,
-        scheduled_for: None,
-        deferred_until: None,
-        template: None,
-        category: None,
-        provider: None,
-        provider_message_id: None,
-        stage: STAGE.to_owned(),
-        attempt: 1,
-        at: Timestamp::now(),
+        ..TrackEvent::new(&link.tenant, status, STAGE, Timestamp::now())
     })
 }
 

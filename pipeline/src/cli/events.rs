@@ -1,6 +1,10 @@
-//! Watching the pipeline: `herald events tail` (the tracking stream), `herald trace` (one
-//! notification's timeline from it), `herald status` (queue depths) and `herald log replay`.
+//! Watching the pipeline: `herald events tail` and `export` (the tracking stream, live or a time
+//! range to JSON lines, CSV or Parquet), `herald stats` (figures folded from it), `herald trace`
+//! (one notification's timeline from it), `herald status` (queue depths) and `herald log replay`.
 
+use std::io::Write as _;
+
+use anyhow::Context as _;
 use futures::StreamExt;
 
 use crate::app;
@@ -265,4 +269,234 @@ fn stats_table(report: &herald_track::stats::Report, by: &[herald_track::stats::
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     out
+}
+
+/// What `herald events export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+/// The exported columns, in order: every field of an event (`v` aside).
+const COLUMNS: [&str; 19] = [
+    "event_id",
+    "notification_id",
+    "delivery_id",
+    "tenant",
+    "user_id",
+    "channel",
+    "status",
+    "reason",
+    "detail",
+    "original_notification_id",
+    "scheduled_for",
+    "deferred_until",
+    "template",
+    "category",
+    "provider",
+    "provider_message_id",
+    "stage",
+    "attempt",
+    "at",
+];
+
+/// An event's text columns (all but `attempt` and the three times), in [`COLUMNS`] order.
+fn text_columns(e: &herald_schemas::TrackEvent) -> [Option<String>; 15] {
+    let id = |u: Option<uuid::Uuid>| u.map(|u| u.to_string());
+    [
+        Some(e.event_id.to_string()),
+        id(e.notification_id),
+        id(e.delivery_id),
+        Some(e.tenant.clone()),
+        e.user_id.clone(),
+        e.channel.map(|c| c.as_str().to_owned()),
+        Some(e.status.as_str().to_owned()),
+        e.reason.clone(),
+        e.detail.clone(),
+        id(e.original_notification_id),
+        e.template.clone(),
+        e.category.clone(),
+        e.provider.clone(),
+        e.provider_message_id.clone(),
+        Some(e.stage.clone()),
+    ]
+}
+
+/// Where exported events go.
+enum Sink {
+    Jsonl(Box<dyn std::io::Write>),
+    Csv(Box<csv::Writer<Box<dyn std::io::Write>>>),
+    Parquet(Box<ParquetSink>),
+}
+
+/// Events buffered into Arrow columns, a row group at a time.
+struct ParquetSink {
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    schema: std::sync::Arc<arrow_schema::Schema>,
+    text: Vec<Vec<Option<String>>>,
+    attempts: Vec<u32>,
+    times: [Vec<Option<i64>>; 3],
+}
+
+/// Rows per Parquet row group.
+const ROW_GROUP: usize = 65_536;
+
+impl ParquetSink {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        use arrow_schema::{DataType, Field, Schema, TimeUnit};
+        let time = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let fields: Vec<Field> = COLUMNS
+            .iter()
+            .map(|name| match *name {
+                "attempt" => Field::new(*name, DataType::UInt32, false),
+                "at" => Field::new(*name, time(), false),
+                "scheduled_for" | "deferred_until" => Field::new(*name, time(), true),
+                "event_id" | "tenant" | "status" | "stage" => Field::new(*name, DataType::Utf8, false),
+                _ => Field::new(*name, DataType::Utf8, true),
+            })
+            .collect();
+        let schema = std::sync::Arc::new(Schema::new(fields));
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let properties =
+            parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY).build();
+        let writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(properties))?;
+        Ok(ParquetSink { writer, schema, text: vec![Vec::new(); 15], attempts: Vec::new(), times: [Vec::new(), Vec::new(), Vec::new()] })
+    }
+
+    fn push(&mut self, e: &herald_schemas::TrackEvent) -> anyhow::Result<()> {
+        for (column, value) in self.text.iter_mut().zip(text_columns(e)) {
+            column.push(value);
+        }
+        self.attempts.push(e.attempt);
+        let us = |t: Option<herald_schemas::Timestamp>| t.map(|t| t.as_microsecond());
+        for (column, value) in self.times.iter_mut().zip([us(e.scheduled_for), us(e.deferred_until), Some(e.at.as_microsecond())]) {
+            column.push(value);
+        }
+        if self.attempts.len() >= ROW_GROUP { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        use arrow_array::{ArrayRef, StringArray, TimestampMicrosecondArray, UInt32Array};
+        if self.attempts.is_empty() {
+            return Ok(());
+        }
+        let mut text = self.text.iter_mut().map(|c| std::sync::Arc::new(StringArray::from(std::mem::take(c))) as ArrayRef);
+        let mut times = self
+            .times
+            .iter_mut()
+            .map(|c| std::sync::Arc::new(TimestampMicrosecondArray::from(std::mem::take(c)).with_timezone("UTC")) as ArrayRef);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
+        for name in COLUMNS {
+            let column = match name {
+                "attempt" => Some(std::sync::Arc::new(UInt32Array::from(std::mem::take(&mut self.attempts))) as ArrayRef),
+                "scheduled_for" | "deferred_until" | "at" => times.next(),
+                _ => text.next(),
+            };
+            columns.push(column.context("a column for every field")?);
+        }
+        let batch = arrow_array::RecordBatch::try_new(self.schema.clone(), columns)?;
+        self.writer.write(&batch)?;
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn write(&mut self, e: &herald_schemas::TrackEvent) -> anyhow::Result<()> {
+        match self {
+            Sink::Jsonl(out) => {
+                serde_json::to_writer(&mut *out, e)?;
+                out.write_all(b"\n")?;
+            }
+            Sink::Csv(out) => {
+                let text = text_columns(e);
+                let time = |t: Option<herald_schemas::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+                let mut row: Vec<String> = text[..10].iter().map(|v| v.clone().unwrap_or_default()).collect();
+                row.extend([time(e.scheduled_for), time(e.deferred_until)]);
+                row.extend(text[10..].iter().map(|v| v.clone().unwrap_or_default()));
+                row.extend([e.attempt.to_string(), e.at.to_string()]);
+                out.write_record(&row)?;
+            }
+            Sink::Parquet(out) => out.push(e)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::Jsonl(mut out) => out.flush()?,
+            Sink::Csv(mut out) => out.flush()?,
+            Sink::Parquet(mut out) => {
+                out.flush()?;
+                out.writer.close()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `herald events export`.
+pub async fn export(
+    config: &Config,
+    tenant: &str,
+    since: herald_schemas::Timestamp,
+    until: Option<herald_schemas::Timestamp>,
+    status: &str,
+    format: ExportFormat,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(until.is_none_or(|u| u > since), "--until must be later than --since");
+    let connection = app::connect(config, false).await?;
+    let output = || -> anyhow::Result<Box<dyn std::io::Write>> {
+        Ok(match out {
+            Some(path) => {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
+            }
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        })
+    };
+    let mut sink = match format {
+        ExportFormat::Jsonl => Sink::Jsonl(output()?),
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(output()?);
+            writer.write_record(COLUMNS)?;
+            Sink::Csv(Box::new(writer))
+        }
+        ExportFormat::Parquet => {
+            let path = out.context("Parquet is binary: give the file to write with --out")?;
+            Sink::Parquet(Box::new(ParquetSink::create(path)?))
+        }
+    };
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} Reading the tracking stream: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let mut written = 0u64;
+    let mut failure = None;
+    connection
+        .nats
+        .scan_events(
+            tenant,
+            status,
+            Some(since),
+            |event| {
+                if failure.is_some() || event.at < since || until.is_some_and(|u| event.at >= u) {
+                    return;
+                }
+                match sink.write(&event) {
+                    Ok(()) => written += 1,
+                    Err(e) => failure = Some(e),
+                }
+            },
+            |read, left| bar.set_message(format!("{read} events read, {left} to go")),
+        )
+        .await?;
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e.context("writing the export"));
+    }
+    sink.finish()?;
+    eprintln!("{written} events of tenant {tenant} exported{}", out.map(|p| format!(" to {}", p.display())).unwrap_or_default());
+    Ok(())
 }

@@ -52,26 +52,10 @@ impl EventBuilder {
         let event_id = notification_id.map(|n| id(n, stage, status, meta.attempt)).unwrap_or_default();
         EventBuilder {
             event: TrackEvent {
-                v: herald_schemas::WIRE_VERSION,
                 event_id,
                 notification_id,
-                delivery_id: None,
-                tenant: tenant.to_owned(),
-                user_id: None,
-                channel: None,
-                status,
-                reason: None,
-                detail: None,
-                original_notification_id: None,
-                scheduled_for: None,
-                deferred_until: None,
-                template: None,
-                category: None,
-                provider: None,
-                provider_message_id: None,
-                stage: stage.to_owned(),
                 attempt: meta.attempt,
-                at: meta.received_at,
+                ..TrackEvent::new(tenant, status, stage, meta.received_at)
             },
             address: None,
         }

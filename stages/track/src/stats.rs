@@ -255,26 +255,13 @@ mod tests {
         let notification = Uuid::from_u128(n);
         let delivery = d.map(Uuid::from_u128);
         TrackEvent {
-            v: 1,
             event_id: ids::event_id(delivery.unwrap_or(notification), "test", status, 0),
             notification_id: Some(notification),
             delivery_id: delivery,
-            tenant: "acme".into(),
-            user_id: None,
             channel: delivery.map(|_| if template == "otp" { Channel::Sms } else { Channel::Email }),
-            status,
-            reason: None,
-            detail: None,
-            original_notification_id: None,
-            scheduled_for: None,
-            deferred_until: None,
             template: Some(template.into()),
-            category: None,
             provider: provider.map(str::to_owned),
-            provider_message_id: None,
-            stage: "test".into(),
-            attempt: 1,
-            at: at(ms),
+            ..TrackEvent::new("acme", status, "test", at(ms))
         }
     }
 
