@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Tracking events generated for timing `herald stats`' fold over them (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     stats_events: usize,
+    /// Run without the metrics recorder (every metrics call a no-op), to see what recording
+    /// costs the message path.
+    #[arg(long)]
+    without_metrics: bool,
 }
 
 /// The providers `herald bench` delivers to.
@@ -122,7 +126,9 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     // Metrics recorded as `herald up` records them (the exporter installed, nobody scraping).
-    crate::metrics::handle()?;
+    if !args.without_metrics {
+        crate::metrics::handle()?;
+    }
     let cancel = CancellationToken::new();
     let running = app::start(&nats, &config, resources, &StageKind::ALL, None, &cancel).await?;
     let log_writer = running.log.clone();
