@@ -232,36 +232,30 @@ impl NotificationPatch {
 
 const WRITE: &str = "BEGIN TRANSACTION;
 INSERT IGNORE INTO log_event $events RETURN NONE;
-FOR $p IN $deliveries {
-    UPSERT type::record('log_delivery', [$p.tenant, $p.delivery_id]) SET
-        tenant = $p.tenant, delivery_id = $p.delivery_id, notification_id = $p.notification_id,
-        user_id = user_id ?? $p.user_id, channel = channel ?? $p.channel,
-        template = template ?? $p.template, category = category ?? $p.category,
-        provider = $p.provider ?? provider, provider_message_id = $p.provider_message_id ?? provider_message_id,
-        attempts = array::max([attempts ?? 0, $p.attempts]),
-        first_us = array::min([first_us ?? $p.first_us, $p.first_us]),
-        updated_us = array::max([updated_us ?? 0, $p.updated_us]),
-        sent_us = array::min([sent_us ?? $p.sent_us, $p.sent_us ?? sent_us]),
-        delivered_us = array::min([delivered_us ?? $p.delivered_us, $p.delivered_us ?? delivered_us]),
-        opened_us = array::min([opened_us ?? $p.opened_us, $p.opened_us ?? opened_us]),
-        clicked_us = array::min([clicked_us ?? $p.clicked_us, $p.clicked_us ?? clicked_us]),
-        status = IF $p.status_key > (status_key ?? 0) { $p.status } ELSE { status },
-        reason = IF $p.status_key > (status_key ?? 0) { $p.reason } ELSE { reason },
-        status_key = array::max([status_key ?? 0, $p.status_key])
-    RETURN NONE;
-};
-FOR $p IN $notifications {
-    UPSERT type::record('log_notification', [$p.tenant, $p.notification_id]) SET
-        tenant = $p.tenant, notification_id = $p.notification_id,
-        template = template ?? $p.template, category = category ?? $p.category,
-        first_us = array::min([first_us ?? $p.first_us, $p.first_us]),
-        updated_us = array::max([updated_us ?? 0, $p.updated_us]),
-        accepted_us = array::min([accepted_us ?? $p.accepted_us, $p.accepted_us ?? accepted_us]),
-        status = IF $p.status_key > (status_key ?? 0) { $p.status } ELSE { status },
-        reason = IF $p.status_key > (status_key ?? 0) { $p.reason } ELSE { reason },
-        status_key = array::max([status_key ?? 0, $p.status_key])
-    RETURN NONE;
-};
+INSERT INTO log_delivery $deliveries ON DUPLICATE KEY UPDATE
+    user_id = user_id ?? $input.user_id, channel = channel ?? $input.channel,
+    template = template ?? $input.template, category = category ?? $input.category,
+    provider = $input.provider ?? provider, provider_message_id = $input.provider_message_id ?? provider_message_id,
+    attempts = array::max([attempts ?? 0, $input.attempts]),
+    first_us = array::min([first_us ?? $input.first_us, $input.first_us]),
+    updated_us = array::max([updated_us ?? 0, $input.updated_us]),
+    sent_us = array::min([sent_us ?? $input.sent_us, $input.sent_us ?? sent_us]),
+    delivered_us = array::min([delivered_us ?? $input.delivered_us, $input.delivered_us ?? delivered_us]),
+    opened_us = array::min([opened_us ?? $input.opened_us, $input.opened_us ?? opened_us]),
+    clicked_us = array::min([clicked_us ?? $input.clicked_us, $input.clicked_us ?? clicked_us]),
+    status = IF $input.status_key > (status_key ?? 0) { $input.status } ELSE { status },
+    reason = IF $input.status_key > (status_key ?? 0) { $input.reason } ELSE { reason },
+    status_key = array::max([status_key ?? 0, $input.status_key])
+RETURN NONE;
+INSERT INTO log_notification $notifications ON DUPLICATE KEY UPDATE
+    template = template ?? $input.template, category = category ?? $input.category,
+    first_us = array::min([first_us ?? $input.first_us, $input.first_us]),
+    updated_us = array::max([updated_us ?? 0, $input.updated_us]),
+    accepted_us = array::min([accepted_us ?? $input.accepted_us, $input.accepted_us ?? accepted_us]),
+    status = IF $input.status_key > (status_key ?? 0) { $input.status } ELSE { status },
+    reason = IF $input.status_key > (status_key ?? 0) { $input.reason } ELSE { reason },
+    status_key = array::max([status_key ?? 0, $input.status_key])
+RETURN NONE;
 COMMIT TRANSACTION;";
 
 /// A delivery's row as stored.
@@ -362,8 +356,24 @@ impl Store {
                     "event": event_json,
                 }));
             }
-            let deliveries: Vec<DeliveryPatch> = deliveries.into_values().collect();
-            let notifications: Vec<NotificationPatch> = notifications.into_values().collect();
+            // One statement a table: each row keyed by its record id, merged with what is there.
+            let with_id = |key: [&str; 2], patch: serde_json::Value| -> serde_json::Value {
+                let mut row = patch;
+                if let Some(map) = row.as_object_mut() {
+                    map.insert("id".to_owned(), json!(key));
+                }
+                row
+            };
+            let deliveries: Vec<serde_json::Value> = deliveries
+                .into_iter()
+                .map(|((tenant, id), patch)| Ok(with_id([tenant, &id.to_string()], serde_json::to_value(patch)?)))
+                .collect::<Result<_, serde_json::Error>>()
+                .map_err(|e| StoreError::decode("write log", e))?;
+            let notifications: Vec<serde_json::Value> = notifications
+                .into_iter()
+                .map(|((tenant, id), patch)| Ok(with_id([tenant, &id.to_string()], serde_json::to_value(patch)?)))
+                .collect::<Result<_, serde_json::Error>>()
+                .map_err(|e| StoreError::decode("write log", e))?;
             let vars = json!({ "events": rows, "deliveries": deliveries, "notifications": notifications });
             self.run("write the notification log", WRITE, vars).await?;
         }
