@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald_schemas::{AlertKind, Priority, Route};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Nats, topology};
+use crate::{Error, Nats};
 
 /// One consumer's backlog.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,14 +81,6 @@ impl Nats {
             });
         }
         Ok(depths)
-    }
-
-    /// Messages in the dead-letter stream.
-    pub async fn dead_letter_count(&self) -> Result<u64, Error> {
-        let name = self.topology.stream_name(topology::role::DLQ);
-        let mut stream =
-            self.js.get_stream(&name).await.map_err(|e| Error::NotProvisioned { what: format!("stream {name}"), detail: e.to_string() })?;
-        Ok(stream.info().await.map_err(|e| Error::jetstream(format!("stream {name}"), e))?.state.messages)
     }
 }
 

@@ -175,7 +175,8 @@ async fn sample(nats: &Nats, watch: Option<&mut DepthWatch>, alerts: &herald_nat
         metrics::gauge!("herald_consumer_oldest_pending_seconds", &labels).set(d.oldest.map_or(0.0, |o| o.as_secs_f64()));
     }
     let sizes = nats.stream_sizes().await?;
-    let dead_letters = nats.dead_letter_count().await?;
+    let dlq = nats.topology().stream_name(herald_nats::topology::role::DLQ);
+    let dead_letters = sizes.iter().find(|(stream, _)| *stream == dlq).map_or(0, |(_, n)| *n);
     for (stream, messages) in &sizes {
         metrics::gauge!("herald_stream_messages", "stream" => stream.clone()).set(*messages as f64);
     }
